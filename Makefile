@@ -1,0 +1,59 @@
+# mlx-audio-server — everything a fresh machine needs goes through these targets.
+#   make serve   install into ./.venv and serve on 127.0.0.1:8000 with the embedded default models
+#   make test    install the dev extras, run the checks and the whole test suite
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+PYTEST_ARGS ?=
+
+.PHONY: serve test check fmt openapi bench system-deps install install-dev clean
+
+$(BIN)/python:
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "Python >= 3.10 is required"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+# Stamps re-run the install only when pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@ $(VENV)/.installed
+
+install: system-deps $(VENV)/.installed
+install-dev: system-deps $(VENV)/.installed-dev
+
+# OpenBLAS for fast MLX matmuls on Linux CPU (see dsp/blas.py); a no-op elsewhere or when present.
+system-deps:
+	@sh deploy/install-system-deps.sh
+
+serve: install
+	$(BIN)/mlx-audio-server serve --host $(HOST) --port $(PORT)
+
+test: install-dev check
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+check: install-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+	$(BIN)/python -m server.openapi --check openapi/openapi.json
+
+fmt: install-dev
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+openapi: install-dev
+	$(BIN)/python -m server.openapi openapi/openapi.json
+
+bench: install-dev
+	$(BIN)/python bench/blas_matmul.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

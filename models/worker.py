@@ -1,0 +1,311 @@
+"""The one thread that owns all MLX work.
+
+MLX streams belong to the thread that created them, and a single accelerator is best fed by one
+serialized queue. Requests submit jobs from asyncio and await a result (`run`), an async stream of chunks
+(`stream`: the job is a generator the worker advances one step at a time, round-robin with other streams,
+so long jobs interleave and a cancelled one stops between steps), or a batched result (`run_batched`:
+queued items with the same key are handed to one batch function together, sharing a forward pass).
+A full queue raises `QueueFull` (429); a client that goes away cancels its job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Hashable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from models.errors import Cancelled, QueueFull, Unavailable
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+_END = object()
+
+
+@dataclass(eq=False)
+class _Job:
+    kind: str  # "call" | "stream" | "batch"
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any] | None = None
+    outbox: asyncio.Queue[Any] | None = None
+    batch_key: Hashable | None = None
+    max_batch: int = 1
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    in_flight: int = 0  # stream chunks produced but not yet consumed (guarded by the worker's lock)
+    submitted: float = field(default_factory=time.monotonic)
+
+    def deliver(self, value: Any = None, exc: BaseException | None = None) -> None:
+        def _set() -> None:
+            if self.future is None or self.future.done():
+                return
+            if exc is not None:
+                self.future.set_exception(exc)
+            else:
+                self.future.set_result(value)
+
+        with contextlib.suppress(RuntimeError):  # the event loop is closed: nobody is waiting any more
+            self.loop.call_soon_threadsafe(_set)
+
+    def push(self, item: Any) -> None:
+        assert self.outbox is not None
+        try:
+            self.loop.call_soon_threadsafe(self.outbox.put_nowait, item)
+        except RuntimeError:
+            self.cancelled.set()
+
+
+class _Failure(Generic[T]):
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+class MLXWorker:
+    """Runs callables on one dedicated thread. Create and start it once per process (or per test)."""
+
+    def __init__(self, max_queue: int = 64, *, stream_buffer: int = 8, name: str = "mlx-worker") -> None:
+        self.max_queue = max_queue
+        self.stream_buffer = stream_buffer
+        self.name = name
+        self._pending: deque[_Job] = deque()
+        self._active: list[tuple[_Job, Iterator[Any]]] = []
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._running = 0  # a call/batch job taken off the queue and executing now
+        self.completed = 0
+        self.cancelled_jobs = 0
+        self.batches_run = 0
+        self.largest_batch = 0
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stopping = False
+        self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
+        self._thread.start()
+
+    async def stop(self, *, drain: bool = True, timeout: float = 30.0) -> None:
+        """Stop accepting work; with `drain`, let queued and running jobs finish first."""
+        with self._cond:
+            self._stopping = True
+            if not drain:
+                for job in self._pending:
+                    job.cancelled.set()
+            self._cond.notify_all()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            await asyncio.get_running_loop().run_in_executor(None, thread.join, timeout)
+
+    @property
+    def depth(self) -> int:
+        """Jobs queued or running (streams count until they finish)."""
+        with self._cond:
+            return len(self._pending) + len(self._active) + self._running
+
+    @property
+    def thread_id(self) -> int | None:
+        return self._thread.ident if self._thread else None
+
+    # --- submission (asyncio side) ---------------------------------------------------------------
+
+    def _submit(self, job: _Job) -> None:
+        with self._cond:
+            if self._stopping or self._thread is None:
+                raise Unavailable("The server is shutting down.", retry_after=5)
+            if len(self._pending) + len(self._active) + self._running >= self.max_queue:
+                raise QueueFull(
+                    f"The server is busy ({self.max_queue} jobs queued); retry shortly.", retry_after=1
+                )
+            self._pending.append(job)
+            self._cond.notify_all()
+
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run `fn(*args, **kwargs)` on the worker thread and return its result."""
+        loop = asyncio.get_running_loop()
+        job = _Job("call", fn, args, kwargs, loop, future=loop.create_future())
+        self._submit(job)
+        return await self._await(job)
+
+    async def run_batched(
+        self,
+        key: Hashable,
+        item: Any,
+        batch_fn: Callable[[list[Any]], Sequence[T]],
+        *,
+        max_batch: int = 16,
+    ) -> T:
+        """Queue `item`; the worker calls `batch_fn(items)` once for up to `max_batch` queued items sharing
+        `key` and hands each caller its own element of the returned sequence."""
+        loop = asyncio.get_running_loop()
+        job = _Job("batch", batch_fn, (item,), {}, loop, future=loop.create_future())
+        job.batch_key, job.max_batch = key, max_batch
+        self._submit(job)
+        return await self._await(job)
+
+    async def _await(self, job: _Job) -> Any:
+        assert job.future is not None
+        try:
+            return await job.future
+        except asyncio.CancelledError:
+            job.cancelled.set()
+            raise
+
+    async def stream(self, gen_fn: Callable[..., Iterator[T]], *args: Any, **kwargs: Any) -> AsyncIterator[T]:
+        """Run the generator `gen_fn(*args, **kwargs)` on the worker; yield its items here as produced.
+
+        Closing the async iterator early (or cancelling the consumer) closes the generator on the worker
+        thread before its next step, so its `finally` blocks run there.
+        """
+        loop = asyncio.get_running_loop()
+        job = _Job("stream", gen_fn, args, kwargs, loop, outbox=asyncio.Queue())
+        self._submit(job)
+        return self._consume(job)
+
+    async def _consume(self, job: _Job) -> AsyncIterator[Any]:
+        assert job.outbox is not None
+        try:
+            while True:
+                item = await job.outbox.get()
+                with self._cond:
+                    job.in_flight -= 1
+                    self._cond.notify_all()
+                if item is _END:
+                    return
+                if isinstance(item, _Failure):
+                    raise item.exc
+                yield item
+        finally:
+            if not job.cancelled.is_set():
+                with self._cond:
+                    job.cancelled.set()
+                    self._cond.notify_all()
+
+    # --- the worker thread -----------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._runnable():
+                    if self._stopping and not self._active:
+                        return
+                    self._cond.wait(timeout=0.5 if self._active else None)
+                job = self._pending.popleft() if self._pending else None
+                batch = self._take_batch(job) if job is not None and job.kind == "batch" else None
+                self._running = len(batch) if batch else int(job is not None)
+            if job is not None:
+                self._start(job, batch)
+                with self._cond:
+                    self._running = 0
+            self._step_streams()
+
+    def _runnable(self) -> bool:
+        """Any active stream that may advance: cancelled ones (to be closed) or ones below their buffer."""
+        return any(j.cancelled.is_set() or j.in_flight < self.stream_buffer for j, _ in self._active)
+
+    def _take_batch(self, first: _Job) -> list[_Job]:
+        batch = [first]
+        keep: deque[_Job] = deque()
+        while self._pending and len(batch) < first.max_batch:
+            job = self._pending.popleft()
+            if job.kind == "batch" and job.batch_key == first.batch_key and not job.cancelled.is_set():
+                batch.append(job)
+            else:
+                keep.append(job)
+        keep.extend(self._pending)
+        self._pending = keep
+        return batch
+
+    def _start(self, job: _Job, batch: list[_Job] | None) -> None:
+        if job.cancelled.is_set() and batch is None:
+            self._finish_cancelled(job)
+            return
+        if job.kind == "call":
+            try:
+                job.deliver(job.fn(*job.args, **job.kwargs))
+            except BaseException as exc:
+                job.deliver(exc=exc)
+            self.completed += 1
+        elif job.kind == "batch":
+            assert batch is not None
+            live = [j for j in batch if not j.cancelled.is_set()]
+            for j in batch:
+                if j.cancelled.is_set():
+                    self._finish_cancelled(j)
+            if not live:
+                return
+            self.batches_run += 1
+            self.largest_batch = max(self.largest_batch, len(live))
+            try:
+                results = job.fn([j.args[0] for j in live])
+                if len(results) != len(live):
+                    raise RuntimeError(
+                        f"batch function returned {len(results)} results for {len(live)} items"
+                    )
+                for j, r in zip(live, results, strict=True):
+                    j.deliver(r)
+            except BaseException as exc:
+                for j in live:
+                    j.deliver(exc=exc)
+            self.completed += len(live)
+        else:
+            try:
+                gen = iter(job.fn(*job.args, **job.kwargs))
+            except BaseException as exc:
+                job.push(_Failure(exc))
+                job.push(_END)
+                return
+            with self._cond:
+                self._active.append((job, gen))
+
+    def _finish_cancelled(self, job: _Job) -> None:
+        self.cancelled_jobs += 1
+        job.deliver(exc=Cancelled("cancelled before it ran"))
+
+    def _step_streams(self) -> None:
+        """Advance every active stream by one item (round-robin); close cancelled ones."""
+        with self._cond:
+            active = list(self._active)
+        for job, gen in active:
+            if job.cancelled.is_set():
+                self._close(job, gen, cancelled=True)
+                continue
+            with self._cond:
+                if job.in_flight >= self.stream_buffer:
+                    continue  # the consumer is slow: don't run ahead of it
+                job.in_flight += 1
+            try:
+                item = next(gen)
+            except StopIteration:
+                job.push(_END)
+                self._close(job, gen, cancelled=False)
+                continue
+            except BaseException as exc:
+                job.push(_Failure(exc))
+                job.push(_END)
+                self._close(job, gen, cancelled=False)
+                continue
+            job.push(item)
+
+    def _close(self, job: _Job, gen: Iterator[Any], *, cancelled: bool) -> None:
+        if cancelled:
+            self.cancelled_jobs += 1
+            try:
+                gen.close()  # type: ignore[attr-defined]
+            except Exception:
+                log.exception("error while closing a cancelled stream")
+        else:
+            self.completed += 1
+        with self._cond:
+            self._active = [(j, g) for j, g in self._active if j is not job]
+            self._cond.notify_all()

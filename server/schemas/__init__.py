@@ -1,0 +1,1 @@
+"""Wire types (pydantic), in OpenAI's field order."""

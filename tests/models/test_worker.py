@@ -1,0 +1,192 @@
+"""The MLX worker: one thread, results and streams, 429 on a full queue, cancellation, batching."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+import dsp  # noqa: F401
+from models.errors import Cancelled, QueueFull
+from models.worker import MLXWorker
+
+
+@pytest.fixture
+async def worker():
+    w = MLXWorker(max_queue=4)
+    w.start()
+    yield w
+    await w.stop()
+
+
+def _matmul(n: int) -> tuple[float, int]:
+    a = mx.arange(n * n, dtype=mx.float32).reshape(n, n) / (n * n)
+    out = (a @ a.T).sum()
+    mx.eval(out)
+    return out.item(), threading.get_ident()
+
+
+async def test_run_executes_mlx_on_the_worker_thread(worker: MLXWorker) -> None:
+    value, tid = await worker.run(_matmul, 16)
+    a = np.arange(256, dtype=np.float32).reshape(16, 16) / 256
+    assert value == pytest.approx(float((a @ a.T).sum()), rel=1e-5)
+    assert tid == worker.thread_id != threading.get_ident()
+    _, tid2 = await worker.run(_matmul, 8)
+    assert tid2 == tid
+
+
+async def test_exceptions_reach_the_caller(worker: MLXWorker) -> None:
+    def boom() -> None:
+        raise ValueError("bad")
+
+    with pytest.raises(ValueError, match="bad"):
+        await worker.run(boom)
+    assert (await worker.run(_matmul, 4))[0] > 0  # still serving
+
+
+async def _blocked(worker: MLXWorker) -> tuple[threading.Event, asyncio.Task]:
+    gate = threading.Event()
+    started = threading.Event()
+
+    def hold() -> str:
+        started.set()
+        gate.wait(10)
+        return "held"
+
+    task = asyncio.ensure_future(worker.run(hold))
+    await asyncio.get_running_loop().run_in_executor(None, started.wait, 5)
+    return gate, task
+
+
+async def test_full_queue_raises_queue_full(worker: MLXWorker) -> None:
+    gate, held = await _blocked(worker)
+    queued = [asyncio.ensure_future(worker.run(_matmul, 4)) for _ in range(3)]
+    await asyncio.sleep(0)
+    assert worker.depth == 4
+    with pytest.raises(QueueFull) as info:
+        await worker.run(_matmul, 4)
+    assert info.value.retry_after >= 1
+    gate.set()
+    assert await held == "held"
+    assert all(v > 0 for v, _ in await asyncio.gather(*queued))
+    assert (await worker.run(_matmul, 4))[0] > 0  # accepts work again
+
+
+async def test_cancelled_queued_job_never_runs(worker: MLXWorker) -> None:
+    gate, held = await _blocked(worker)
+    ran = threading.Event()
+    job = asyncio.ensure_future(worker.run(ran.set))
+    await asyncio.sleep(0.01)
+    job.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await job
+    gate.set()
+    await held
+    await worker.run(lambda: None)
+    assert not ran.is_set()
+    assert worker.cancelled_jobs == 1
+
+
+async def test_stream_yields_in_order_and_interleaves(worker: MLXWorker) -> None:
+    order: list[str] = []
+
+    def gen(tag: str, n: int):
+        for i in range(n):
+            order.append(tag)
+            yield (tag, i, _matmul(4)[0])
+
+    s1 = await worker.stream(gen, "a", 5)
+    s2 = await worker.stream(gen, "b", 5)
+    got1 = [x async for x in s1]
+    got2 = [x async for x in s2]
+    assert [i for _, i, _ in got1] == list(range(5)) and [i for _, i, _ in got2] == list(range(5))
+    # round-robin: neither stream ran to completion before the other started
+    assert order.index("b") < len(order) - order[::-1].index("a") - 1
+
+
+async def test_closing_a_stream_closes_the_generator_on_the_worker(worker: MLXWorker) -> None:
+    steps: list[int] = []
+    closed_on: list[int] = []
+
+    def gen():
+        try:
+            for i in range(10_000):
+                steps.append(i)
+                yield i
+        finally:
+            closed_on.append(threading.get_ident())
+
+    stream = await worker.stream(gen)
+    async for i in stream:
+        if i == 3:
+            break
+    await stream.aclose()
+    await worker.run(lambda: None)  # let the worker take the close
+    for _ in range(50):
+        if closed_on:
+            break
+        await asyncio.sleep(0.01)
+    assert closed_on == [worker.thread_id]
+    assert len(steps) < 100  # bounded by the stream buffer, not run to the end
+    assert worker.cancelled_jobs == 1
+
+
+async def test_stream_error_is_raised_to_the_consumer(worker: MLXWorker) -> None:
+    def gen():
+        yield 1
+        raise RuntimeError("mid-stream")
+
+    stream = await worker.stream(gen)
+    got = []
+    with pytest.raises(RuntimeError, match="mid-stream"):
+        async for x in stream:
+            got.append(x)
+    assert got == [1]
+
+
+async def test_batched_jobs_share_one_call(worker: MLXWorker) -> None:
+    calls: list[list[int]] = []
+
+    def batch_fn(items: list[int]) -> list[int]:
+        calls.append(list(items))
+        x = mx.array(items, dtype=mx.float32)
+        return [int(v) for v in (x * 10).tolist()]
+
+    worker.max_queue = 16
+    gate, held = await _blocked(worker)
+    jobs = [asyncio.ensure_future(worker.run_batched("k", i, batch_fn, max_batch=4)) for i in range(6)]
+    other = asyncio.ensure_future(worker.run_batched("other", 99, batch_fn))
+    await asyncio.sleep(0.01)
+    gate.set()
+    await held
+    assert await asyncio.gather(*jobs) == [0, 10, 20, 30, 40, 50]
+    assert await other == 990
+    assert sorted(map(len, calls)) == [1, 2, 4]
+    assert [99] in calls and worker.largest_batch == 4
+
+
+async def test_stop_drains_queued_jobs() -> None:
+    w = MLXWorker(max_queue=8)
+    w.start()
+    jobs = [asyncio.ensure_future(w.run(_matmul, 8)) for _ in range(5)]
+    await asyncio.sleep(0)
+    await w.stop(drain=True)
+    assert len(await asyncio.gather(*jobs)) == 5
+
+
+async def test_stop_without_drain_cancels_queued_jobs() -> None:
+    w = MLXWorker(max_queue=8)
+    w.start()
+    gate, held = await _blocked(w)
+    queued = asyncio.ensure_future(w.run(_matmul, 8))
+    await asyncio.sleep(0)
+    stopping = asyncio.ensure_future(w.stop(drain=False))
+    await asyncio.sleep(0.01)
+    gate.set()
+    await stopping
+    await held
+    with pytest.raises(Cancelled):
+        await queued
