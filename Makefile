@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: serve test check fmt openapi bench system-deps install install-dev clean
+.PHONY: serve test check fmt openapi bench system-deps test-system-deps install install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "Python >= 3.10 is required"'
@@ -26,11 +26,18 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	touch $@ $(VENV)/.installed
 
 install: system-deps $(VENV)/.installed
-install-dev: system-deps $(VENV)/.installed-dev
+install-dev: system-deps test-system-deps $(VENV)/.installed-dev
 
 # OpenBLAS for fast MLX matmuls on Linux CPU (see dsp/blas.py); a no-op elsewhere or when present.
 system-deps:
 	@sh deploy/install-system-deps.sh
+
+# espeak-ng speaks the non-English clips of the translation and language-detection tests.
+test-system-deps:
+	@command -v espeak-ng >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1 || \
+	  apt-get install -y -qq --no-install-recommends espeak-ng >/dev/null 2>&1 || \
+	  { apt-get update -qq && apt-get install -y -qq --no-install-recommends espeak-ng >/dev/null; }
+	@command -v espeak-ng >/dev/null 2>&1 || echo "espeak-ng is missing: install it for the multilingual tests" >&2
 
 serve: install
 	$(BIN)/mlx-audio-server serve --host $(HOST) --port $(PORT)

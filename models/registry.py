@@ -7,13 +7,12 @@ default speech model. Unknown ids raise `ModelNotFound` before anything is loade
 from __future__ import annotations
 
 import builtins
-
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from models.errors import ModelNotFound
+from models.errors import InvalidRequest, ModelNotFound
 from models.sources import WHISPER_BASE_CT2, WHISPER_TINY_EN_CT2, HubRepo, LocalDir, PackageFiles, Source
 from models.tasks import Task
 
@@ -138,7 +137,11 @@ class Registry:
         if spec is None:
             raise ModelNotFound(f"No model is configured for {task}.", param="model")
         if task != spec.task and task not in spec.capabilities:
-            raise ModelNotFound(f"The model '{spec.id}' does not support {task}.", param="model")
+            raise InvalidRequest(
+                f"The model '{spec.id}' does not support {task}.",
+                param="model",
+                code="unsupported_model_task",
+            )
         return spec
 
 

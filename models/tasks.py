@@ -89,10 +89,16 @@ class Transcriber(Protocol):
     sample_rate: int  # the rate `audio` must be at (Hz), mono float32
     multilingual: bool
 
+    def check(self, options: TranscribeOptions) -> None:
+        """Raise `InvalidRequest` for options this model cannot honour (unknown language, translation
+        on an English-only model, ...). Cheap, no MLX work: called on the event loop before a 200."""
+        ...
+
     def transcribe_stream(
         self, audio: np.ndarray, options: TranscribeOptions
     ) -> Iterator[TranscriptionInfo | Segment]:
-        """Yield one TranscriptionInfo first, then Segments in time order as they are decoded."""
+        """Yield one TranscriptionInfo first, then Segments in time order as they are decoded.
+        `audio`: mono float32 at `sample_rate`. Runs on the MLX worker thread."""
         ...
 
 

@@ -42,3 +42,16 @@ def wer(reference: str, hypothesis: str) -> float:
     import jiwer
 
     return float(jiwer.wer(normalize(reference), normalize(hypothesis)))
+
+
+def espeak(text: str, voice: str) -> bytes:
+    """WAV bytes of `text` spoken by espeak-ng (Debian's package; `make test` installs it)."""
+    import shutil
+    import subprocess
+
+    exe = shutil.which("espeak-ng")
+    if exe is None:
+        pytest.skip("espeak-ng is not installed (make test installs it on Debian)")
+    return subprocess.run(
+        [exe, "-v", voice, "-s", "140", "--stdout", text], check=True, capture_output=True
+    ).stdout

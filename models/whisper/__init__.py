@@ -1,0 +1,1 @@
+"""Whisper (openai/whisper) in MLX: config, network, audio front end, tokenizer and checkpoint converters."""

@@ -1,0 +1,297 @@
+"""Decoding one batch of 30-second windows: logit rules, greedy and beam-search strategies.
+
+Follows openai/whisper `decoding.py` (SuppressBlank, SuppressTokens, ApplyTimestampRules, GreedyDecoder,
+BeamSearchDecoder, MaximumLikelihoodRanker) as small pieces over a `Session`: the model-side object that
+owns the KV caches of a batch of rows. Rows may come from different requests; each row carries its own
+initial tokens (prompt, language, task), so the batch is left-padded by the session.
+
+The logit rules are computed on the device as masks from a few numbers per row (kept on the host,
+where the sampled tokens are read back each step anyway to detect the end of every row).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import mlx.core as mx
+import numpy as np
+
+NEG_INF = float("-inf")
+
+
+class Session(Protocol):
+    """A batch of decoder rows sharing one forward pass per step (implemented by the family)."""
+
+    n_vocab: int
+    n_text_ctx: int
+
+    def prefill(
+        self, prompts: Sequence[Sequence[int]], sot_index: Sequence[int]
+    ) -> tuple[mx.array, mx.array]:
+        """Run each row's initial tokens. Returns (logits at each row's last position [B, V],
+        logits at each row's <|startoftranscript|> position [B, V]), float32."""
+        ...
+
+    def step(self, tokens: mx.array) -> mx.array:
+        """Append one token per row [B]; return the next-token logits [B, V] float32."""
+        ...
+
+    def reorder(self, index: mx.array) -> None:
+        """Keep rows `index` [B'] (beam search): caches and the batch are gathered along rows."""
+        ...
+
+
+@dataclass(frozen=True)
+class SpecialTokens:
+    eot: int
+    sot: int
+    sot_prev: int
+    no_timestamps: int
+    timestamp_begin: int
+    no_speech: int | None
+    blank: tuple[int, ...]  # tokens of " ": suppressed at the first sampled position
+    suppress: tuple[int, ...]  # always suppressed (non-speech symbols and task/special tokens)
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    temperature: float = 0.0
+    beam_size: int | None = None
+    patience: float = 1.0
+    length_penalty: float | None = None
+    sample_len: int = 224
+    without_timestamps: bool = False
+    max_initial_timestamp: float = 1.0
+    suppress_blank: bool = True
+
+
+@dataclass
+class DecodedWindow:
+    tokens: list[int]  # sampled tokens, EOT excluded
+    token_logprobs: list[float]
+    sum_logprob: float
+    avg_logprob: float
+    no_speech_prob: float
+    temperature: float
+    compression_ratio: float = 0.0
+    text: str = ""
+
+
+def compression_ratio(text: str) -> float:
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data)) if data else 0.0
+
+
+@dataclass
+class _RowState:
+    sampled: list[int] = field(default_factory=list)
+
+
+class LogitRules:
+    """SuppressTokens + SuppressBlank + ApplyTimestampRules as device-side masks."""
+
+    def __init__(self, special: SpecialTokens, n_vocab: int, options: DecodeOptions) -> None:
+        self.sp = special
+        self.n_vocab = n_vocab
+        self.timestamps = not options.without_timestamps
+        self.suppress_blank = options.suppress_blank
+        # 0.02 s per timestamp token: max_initial_timestamp 1.0 s → index 50
+        self.max_initial = (
+            round(options.max_initial_timestamp / 0.02) if options.max_initial_timestamp else None
+        )
+        base = np.zeros(n_vocab, np.float32)
+        base[[t for t in special.suppress if t < n_vocab]] = NEG_INF
+        if self.timestamps:
+            base[special.no_timestamps] = NEG_INF
+        self.base = mx.array(base)
+        blank = base.copy()
+        if self.suppress_blank:
+            blank[[*special.blank, special.eot]] = NEG_INF
+        self.first = mx.array(blank)
+        self.vocab = mx.arange(n_vocab)[None, :]
+
+    def apply(self, logits: mx.array, rows: Sequence[Sequence[int]]) -> mx.array:
+        """logits [B, V] float32; rows: the tokens sampled so far for each row."""
+        first = all(len(r) == 0 for r in rows)
+        logits = logits + (self.first if first else self.base)
+        if not self.timestamps:
+            return logits
+        sp, v = self.sp, self.vocab
+        lo, hi, no_text, only_ts = [], [], [], []
+        for seq in rows:
+            last_ts = len(seq) >= 1 and seq[-1] >= sp.timestamp_begin
+            pen_ts = len(seq) < 2 or seq[-2] >= sp.timestamp_begin
+            ts = [t for t in seq if t >= sp.timestamp_begin]
+            low = sp.timestamp_begin
+            if ts:  # non-decreasing, and a segment must have non-zero length
+                low = ts[-1] if (last_ts and not pen_ts) else ts[-1] + 1
+            if last_ts and pen_ts:
+                low = self.n_vocab  # two timestamps in a row: text must follow
+            high = self.n_vocab
+            if len(seq) == 0 and self.max_initial is not None:
+                high = sp.timestamp_begin + self.max_initial
+            lo.append(low)
+            hi.append(high)
+            no_text.append(last_ts and not pen_ts)  # a closing timestamp may follow, not text
+            only_ts.append(len(seq) == 0)  # a segment starts with a timestamp
+        lo_a, hi_a = mx.array(lo)[:, None], mx.array(hi)[:, None]
+        no_text_a, only_ts_a = mx.array(no_text)[:, None], mx.array(only_ts)[:, None]
+        is_ts = v >= sp.timestamp_begin
+        bad = (is_ts & ((v < lo_a) | (v > hi_a))) | ((v < sp.eot) & no_text_a) | (~is_ts & only_ts_a)
+        logits = mx.where(bad, NEG_INF, logits)
+        # if the timestamps together are likelier than any single text token, sample a timestamp
+        logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+        ts_lp = mx.logsumexp(logprobs[:, sp.timestamp_begin :], axis=-1, keepdims=True)
+        text_max = logprobs[:, : sp.timestamp_begin].max(axis=-1, keepdims=True)
+        return mx.where((ts_lp > text_max) & ~is_ts, NEG_INF, logits)
+
+
+def _log_softmax(x: mx.array) -> mx.array:
+    return x - mx.logsumexp(x, axis=-1, keepdims=True)
+
+
+def no_speech_probs(sot_logits: mx.array, special: SpecialTokens) -> list[float]:
+    if special.no_speech is None:
+        return [float("nan")] * sot_logits.shape[0]
+    return mx.softmax(sot_logits, axis=-1)[:, special.no_speech].tolist()
+
+
+def greedy_decode(
+    session: Session,
+    prompts: Sequence[Sequence[int]],
+    sot_index: Sequence[int],
+    special: SpecialTokens,
+    options: DecodeOptions,
+    *,
+    key: mx.array | None = None,
+) -> list[DecodedWindow]:
+    """Greedy (temperature 0) or sampling decode of every row until EOT or `sample_len` tokens."""
+    rules = LogitRules(special, session.n_vocab, options)
+    logits, sot_logits = session.prefill(prompts, sot_index)
+    nsp = no_speech_probs(sot_logits, special)
+    n = len(prompts)
+    rows = [_RowState() for _ in range(n)]
+    lps: list[list[float]] = [[] for _ in range(n)]
+    done = [False] * n
+    budget = min(options.sample_len, session.n_text_ctx - max(len(p) for p in prompts))
+    for i in range(budget):
+        logits = rules.apply(logits, [r.sampled for r in rows])
+        if options.temperature == 0:
+            nxt = mx.argmax(logits, axis=-1)
+        else:
+            key, sub = mx.random.split(key) if key is not None else (None, None)
+            nxt = mx.random.categorical(logits / options.temperature, key=sub)
+        lp = mx.take_along_axis(_log_softmax(logits), nxt[:, None], axis=-1)[:, 0]
+        toks, lpv = nxt.tolist(), lp.tolist()
+        for r in range(n):
+            if done[r]:
+                continue
+            if toks[r] == special.eot:
+                done[r] = True
+                lps[r].append(lpv[r])  # EOT's logprob counts in the sum, as in openai/whisper
+                continue
+            rows[r].sampled.append(toks[r])
+            lps[r].append(lpv[r])
+        if all(done) or i == budget - 1:
+            break
+        feed = [special.eot if done[r] else toks[r] for r in range(n)]
+        logits = session.step(mx.array(feed))
+    out = []
+    for r in range(n):
+        total = float(sum(lps[r]))
+        toks_r = rows[r].sampled
+        out.append(
+            DecodedWindow(
+                toks_r, lps[r][: len(toks_r)], total, total / (len(toks_r) + 1), nsp[r], options.temperature
+            )
+        )
+    return out
+
+
+def beam_search_decode(
+    session: Session,
+    prompts: Sequence[Sequence[int]],
+    sot_index: Sequence[int],
+    special: SpecialTokens,
+    options: DecodeOptions,
+) -> list[DecodedWindow]:
+    """Beam search with patience; the best finished hypothesis per audio by length-normalised logprob."""
+    beam = options.beam_size or 5
+    max_candidates = round(beam * (options.patience or 1.0))
+    rules = LogitRules(special, session.n_vocab, options)
+    n_audio = len(prompts)
+    logits, sot_logits = session.prefill(prompts, sot_index)
+    nsp = no_speech_probs(sot_logits, special)
+    # expand every audio row to `beam` rows
+    expand = mx.array([a for a in range(n_audio) for _ in range(beam)])
+    session.reorder(expand)
+    logits = logits[expand]
+    seqs: list[list[int]] = [[] for _ in range(n_audio * beam)]
+    seq_lps: list[list[float]] = [[] for _ in range(n_audio * beam)]
+    sums = [0.0] * (n_audio * beam)
+    finished: list[dict[tuple[int, ...], tuple[float, list[float]]]] = [{} for _ in range(n_audio)]
+    budget = min(options.sample_len, session.n_text_ctx - max(len(p) for p in prompts))
+    for step in range(budget):
+        logits = rules.apply(logits, seqs)
+        logprobs = _log_softmax(logits)
+        k = beam + 1
+        top_idx = mx.argpartition(-logprobs, kth=k - 1, axis=-1)[:, :k]
+        top_lp = mx.take_along_axis(logprobs, top_idx, axis=-1)
+        idx_l, lp_l = top_idx.tolist(), top_lp.tolist()
+        new_seqs, new_lps, new_sums, sources, feed = [], [], [], [], []
+        for a in range(n_audio):
+            cands: dict[tuple[int, ...], tuple[float, int, float]] = {}
+            for j in range(beam):
+                row = a * beam + j
+                if step == 0 and j > 0:
+                    break  # all beams are identical before the first step
+                for tok, lp in zip(idx_l[row], lp_l[row], strict=True):
+                    cands[(*seqs[row], tok)] = (sums[row] + lp, row, lp)
+            saved = 0
+            for seq in sorted(cands, key=lambda s: cands[s][0], reverse=True):
+                score, row, lp = cands[seq]
+                if seq[-1] == special.eot:
+                    if len(finished[a]) < max_candidates:
+                        finished[a].setdefault(seq[:-1], (score, [*seq_lps[row], lp]))
+                    continue
+                new_seqs.append(list(seq))
+                new_lps.append([*seq_lps[row], lp])
+                new_sums.append(score)
+                sources.append(row)
+                feed.append(seq[-1])
+                saved += 1
+                if saved == beam:
+                    break
+        if all(len(f) >= max_candidates for f in finished) or step == budget - 1:
+            seqs, seq_lps, sums = new_seqs, new_lps, new_sums
+            break
+        session.reorder(mx.array(sources))
+        seqs, seq_lps, sums = new_seqs, new_lps, new_sums
+        logits = session.step(mx.array(feed))
+    out = []
+    for a in range(n_audio):
+        cands_a = dict(finished[a])
+        if len(cands_a) < beam:  # not enough finished: take the best unfinished
+            alive = sorted(range(a * beam, (a + 1) * beam), key=lambda r: sums[r], reverse=True)
+            for r in alive:
+                cands_a.setdefault(tuple(seqs[r]), (sums[r], seq_lps[r]))
+                if len(cands_a) >= beam:
+                    break
+
+        def score(item: tuple[tuple[int, ...], tuple[float, list[float]]]) -> float:
+            toks, (lp, _) = item
+            n = len(toks)
+            penalty = n if options.length_penalty is None else ((5 + n) / 6) ** options.length_penalty
+            return lp / max(penalty, 1e-9) if penalty else lp
+
+        best_toks, (best_lp, best_lps) = max(cands_a.items(), key=score)
+        toks = list(best_toks)
+        out.append(
+            DecodedWindow(
+                toks, best_lps[: len(toks)], best_lp, best_lp / (len(toks) + 1), nsp[a], options.temperature
+            )
+        )
+    return out

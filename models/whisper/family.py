@@ -1,0 +1,79 @@
+"""The Whisper family as the registry sees it: load our native layout, convert reference layouts, and
+serve transcription/translation through the `Transcriber` protocol."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+import numpy as np
+
+from models.errors import WeightsError
+from models.tasks import Segment, TranscribeOptions, TranscriptionInfo
+from models.weights import load_into, maybe_quantize, read_config, read_safetensors
+from models.whisper import convert
+from models.whisper.config import WhisperConfig
+from models.whisper.inference import WhisperBackend
+from models.whisper.model import Whisper
+from models.whisper.tokenizer import WhisperTokenizer
+from models.whisper.transcribe import LoopOptions, check_options, transcribe
+
+_DTYPES = {"float32": mx.float32, "float16": mx.float16, "bfloat16": mx.bfloat16}
+
+
+def default_dtype() -> mx.Dtype:
+    """float16 on a GPU, float32 on the CPU (MLX's CPU float16 matmuls are slow)."""
+    return mx.float16 if mx.default_device() == mx.gpu else mx.float32
+
+
+class WhisperTranscriber:
+    """A loaded Whisper model implementing `models.tasks.Transcriber`."""
+
+    sample_rate = 16_000
+
+    def __init__(self, model: Whisper, tokenizer: WhisperTokenizer, loop: LoopOptions | None = None) -> None:
+        self.model = model
+        self.backend = WhisperBackend(model, tokenizer)
+        self.multilingual = self.backend.multilingual
+        self.loop = loop or LoopOptions()
+
+    def check(self, options: TranscribeOptions) -> None:
+        check_options(self.backend, options)
+
+    def transcribe_stream(
+        self, audio: np.ndarray, options: TranscribeOptions
+    ) -> Iterator[TranscriptionInfo | Segment]:
+        return transcribe(self.backend, np.asarray(audio, np.float32), options, self.loop)
+
+    def warm_up(self) -> None:
+        """One encoder pass and a few decoder steps, so kernels are compiled before the first request."""
+        silence = np.zeros(self.sample_rate, np.float32)
+        for _ in transcribe(self.backend, silence, TranscribeOptions(language="en")):
+            pass
+
+
+class WhisperFamily:
+    def load(self, model_dir: Path, spec: Any) -> WhisperTranscriber:
+        cfg = WhisperConfig.from_dict(read_config(model_dir))
+        options = dict(getattr(spec, "options", {}) or {})
+        dtype = _DTYPES[options["dtype"]] if "dtype" in options else default_dtype()
+        model = Whisper(cfg, dtype=dtype)
+        load_into(model, read_safetensors(model_dir), dtype=dtype)
+        maybe_quantize(model, options.get("quantize_bits"))
+        if not (Path(model_dir) / "tokenizer.json").exists():
+            raise WeightsError(f"{model_dir} has no tokenizer.json")
+        tokenizer = WhisperTokenizer.from_file(
+            model_dir, multilingual=cfg.is_multilingual, num_languages=cfg.num_languages
+        )
+        transcriber = WhisperTranscriber(model, tokenizer)
+        if mx.default_device() == mx.gpu:
+            transcriber.warm_up()
+        return transcriber
+
+    def convert(self, src_dir: Path, fmt: str, dst_dir: Path) -> None:
+        convert.convert_checkpoint(Path(src_dir), Path(dst_dir), layout=fmt)
+
+
+FAMILY = WhisperFamily()

@@ -1,0 +1,335 @@
+"""The long-form loop: 30-second windows with seeking, the temperature fallback ladder, no-speech
+skipping, prompt conditioning, language detection, segment parsing and word timestamps.
+
+openai/whisper's `transcribe()` does all of this in one 480-line function; here each rule is a small
+function and the loop is a generator that yields each window's segments as soon as they are decoded,
+so a streaming response can send them while later windows are still being decoded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+import mlx.core as mx
+import numpy as np
+
+from models.errors import InvalidRequest
+from models.tasks import Segment, TokenLogprob, TranscribeOptions, TranscriptionInfo, Word
+from models.whisper.decoding import (
+    DecodedWindow,
+    DecodeOptions,
+    Session,
+    SpecialTokens,
+    beam_search_decode,
+    compression_ratio,
+    greedy_decode,
+)
+from models.whisper.timing import TimedSegment, align_words, attach_words
+
+SAMPLE_RATE = 16_000
+HOP_LENGTH = 160
+N_FRAMES = 3000  # mel frames in a 30 s window
+FRAMES_PER_SECOND = SAMPLE_RATE // HOP_LENGTH  # 100
+INPUT_STRIDE = 2  # mel frames per encoder position
+TIME_PRECISION = INPUT_STRIDE * HOP_LENGTH / SAMPLE_RATE  # 0.02 s per timestamp token
+FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+
+
+@dataclass(frozen=True)
+class LoopOptions:
+    """Thresholds of the long-form loop (openai/whisper's defaults)."""
+
+    compression_ratio_threshold: float | None = 2.4
+    logprob_threshold: float | None = -1.0
+    no_speech_threshold: float | None = 0.6
+    condition_on_previous_text: bool = True
+    prompt_reset_temperature: float = 0.5
+
+
+class Tokenizer(Protocol):
+    eot: int
+    sot: int
+    sot_prev: int
+    no_timestamps: int
+    timestamp_begin: int
+    no_speech: int | None
+
+    def encode(self, text: str) -> list[int]: ...
+    def decode(self, tokens: Sequence[int]) -> str: ...
+    def sot_sequence(self, language: str | None, task: str) -> list[int]: ...
+    def split_to_word_tokens(
+        self, tokens: Sequence[int], language: str | None = None
+    ) -> tuple[list[str], list[list[int]]]: ...
+    def token_bytes(self, token: int) -> bytes: ...
+
+
+class Backend(Protocol):
+    """What the loop needs from the model (implemented in `inference.py`)."""
+
+    tokenizer: Tokenizer
+    special: SpecialTokens
+    multilingual: bool
+    languages: dict[str, str]  # code → full lower-case name
+    n_text_ctx: int
+
+    def log_mel(self, audio: np.ndarray) -> mx.array: ...
+    def encode(self, mel: mx.array) -> Any: ...
+    def session(self, features: Any) -> Session: ...
+    def detect_language(self, features: Any) -> list[dict[str, float]]: ...
+    def alignment(
+        self, features: Any, tokens: Sequence[int], n_text: int
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+def check_options(backend: Backend, options: TranscribeOptions) -> None:
+    lang = options.language
+    if lang is not None and lang not in backend.languages:
+        raise InvalidRequest(
+            f"Unsupported language '{lang}': use an ISO-639-1 code this model knows.", param="language"
+        )
+    if not backend.multilingual:
+        if options.task == "translate":
+            raise InvalidRequest(
+                "This model is English-only and cannot translate; use a multilingual model "
+                "such as whisper-base.",
+                param="model",
+            )
+        if lang not in (None, "en"):
+            raise InvalidRequest(
+                f"This model is English-only; language '{lang}' is not available.", param="language"
+            )
+
+
+def decode_with_fallback(
+    backend: Backend,
+    features: Any,
+    prompts: list[list[int]],
+    sot_index: list[int],
+    temperatures: Sequence[float],
+    base: DecodeOptions,
+    loop: LoopOptions,
+    key: mx.array,
+) -> list[DecodedWindow]:
+    """Decode rows; re-decode rows that look repetitive or unlikely at the next temperature."""
+    results: list[DecodedWindow | None] = [None] * len(prompts)
+    todo = list(range(len(prompts)))
+    for t in temperatures:
+        opts = replace(base, temperature=t, beam_size=base.beam_size if t == 0 else None)
+        sub_features = features if len(todo) == len(prompts) else _take(features, todo)
+        session = backend.session(sub_features)
+        rows_prompts, rows_sot = [prompts[i] for i in todo], [sot_index[i] for i in todo]
+        if opts.beam_size:
+            decoded = beam_search_decode(session, rows_prompts, rows_sot, backend.special, opts)
+        else:
+            key, sub = mx.random.split(key)
+            decoded = greedy_decode(session, rows_prompts, rows_sot, backend.special, opts, key=sub)
+        retry = []
+        for i, d in zip(todo, decoded, strict=True):
+            d.text = backend.tokenizer.decode([tok for tok in d.tokens if tok < backend.special.eot])
+            d.compression_ratio = compression_ratio(d.text)
+            results[i] = d
+            if _needs_fallback(d, loop):
+                retry.append(i)
+        todo = retry
+        if not todo:
+            break
+    return [r for r in results if r is not None]
+
+
+def _take(features: Any, rows: list[int]) -> Any:
+    idx = mx.array(rows)
+    if isinstance(features, tuple):
+        return tuple(_take(f, rows) for f in features)
+    if isinstance(features, list):
+        return [_take(f, rows) for f in features]
+    return features[idx]
+
+
+def _needs_fallback(d: DecodedWindow, loop: LoopOptions) -> bool:
+    too_repetitive = (
+        loop.compression_ratio_threshold is not None
+        and d.compression_ratio > loop.compression_ratio_threshold
+    )
+    too_unlikely = loop.logprob_threshold is not None and d.avg_logprob < loop.logprob_threshold
+    silence = (
+        loop.no_speech_threshold is not None and d.no_speech_prob > loop.no_speech_threshold and too_unlikely
+    )
+    return (too_repetitive or too_unlikely) and not silence
+
+
+def is_silence(d: DecodedWindow, loop: LoopOptions) -> bool:
+    if loop.no_speech_threshold is None or not d.no_speech_prob > loop.no_speech_threshold:
+        return False
+    return not (loop.logprob_threshold is not None and d.avg_logprob > loop.logprob_threshold)
+
+
+def split_segments(
+    tokens: list[int], timestamp_begin: int, seek: int, segment_size: int
+) -> tuple[list[TimedSegment], int, bool]:
+    """Cut a window's tokens into segments at timestamp pairs. Returns (segments, next seek,
+    single_timestamp_ending)."""
+    time_offset = seek * HOP_LENGTH / SAMPLE_RATE
+    is_ts = [t >= timestamp_begin for t in tokens]
+    single_ending = is_ts[-2:] == [False, True]
+    consecutive = [i + 1 for i in range(len(tokens) - 1) if is_ts[i] and is_ts[i + 1]]
+    segments: list[TimedSegment] = []
+    if consecutive:
+        slices = consecutive + ([len(tokens)] if single_ending else [])
+        last = 0
+        for cut in slices:
+            part = tokens[last:cut]
+            start = time_offset + (part[0] - timestamp_begin) * TIME_PRECISION
+            end = time_offset + (part[-1] - timestamp_begin) * TIME_PRECISION
+            segments.append(TimedSegment(seek, start, end, part))
+            last = cut
+        if single_ending:
+            next_seek = seek + segment_size
+        else:
+            next_seek = seek + (tokens[last - 1] - timestamp_begin) * INPUT_STRIDE
+    else:
+        duration = segment_size * HOP_LENGTH / SAMPLE_RATE
+        stamps = [t for t in tokens if t >= timestamp_begin]
+        if stamps and stamps[-1] != timestamp_begin:
+            duration = (stamps[-1] - timestamp_begin) * TIME_PRECISION
+        segments.append(TimedSegment(seek, time_offset, time_offset + duration, tokens))
+        next_seek = seek + segment_size
+    return segments, next_seek, single_ending
+
+
+def transcribe(
+    backend: Backend,
+    audio: np.ndarray,
+    options: TranscribeOptions,
+    loop: LoopOptions = LoopOptions(),
+    *,
+    seed: int = 0,
+) -> Iterator[TranscriptionInfo | Segment]:
+    """audio: mono float32 at 16 kHz. Yields TranscriptionInfo, then Segments as windows are decoded."""
+    check_options(backend, options)
+    tok = backend.tokenizer
+    sp = backend.special
+    mel = backend.log_mel(audio)  # [frames + 3000 padding, n_mels]
+    content_frames = mel.shape[0] - N_FRAMES
+    duration = len(audio) / SAMPLE_RATE
+    key = mx.random.key(seed)
+    temperatures = FALLBACK_TEMPERATURES if options.temperature == 0 else (options.temperature,)
+    base = DecodeOptions(beam_size=options.beam_size)
+
+    language = options.language if backend.multilingual else "en"
+    seek = 0
+    all_tokens: list[int] = []
+    if options.prompt:
+        all_tokens.extend(tok.encode(" " + options.prompt.strip()))
+    prompt_reset_since = 0
+    last_speech = 0.0
+    seg_id = 0
+    info_sent = False
+
+    while seek < content_frames or not info_sent:
+        segment_size = min(N_FRAMES, max(content_frames - seek, 0))
+        window = _pad_window(mel[seek : seek + segment_size])
+        features = backend.encode(window[None])
+        if language is None:
+            probs = backend.detect_language(features)[0]
+            language = max(probs, key=probs.__getitem__)
+        if not info_sent:
+            yield TranscriptionInfo(language, backend.languages.get(language, language), duration)
+            info_sent = True
+            if content_frames <= 0:
+                return
+        sot_seq = tok.sot_sequence(language, options.task)
+        prompt = all_tokens[prompt_reset_since:]
+        prefix = [tok.sot_prev, *prompt[-(backend.n_text_ctx // 2 - 1) :]] if prompt else []
+        initial = [*prefix, *sot_seq]
+        (result,) = decode_with_fallback(
+            backend, features, [initial], [len(prefix)], temperatures, base, loop, key
+        )
+        key = mx.random.split(key)[0]
+        if is_silence(result, loop):
+            seek += segment_size
+            continue
+        time_offset = seek * HOP_LENGTH / SAMPLE_RATE
+        segments, next_seek, single_ending = split_segments(
+            result.tokens, sp.timestamp_begin, seek, segment_size
+        )
+        if options.word_timestamps and result.tokens:
+            last_speech = _add_words(
+                backend, features, sot_seq, segments, segment_size, time_offset, last_speech, language
+            )
+            if not single_ending:
+                ends = [w.end for s in segments for w in s.words]
+                if ends and ends[-1] > time_offset:
+                    next_seek = round(ends[-1] * FRAMES_PER_SECOND)
+        seek = next_seek if next_seek > seek else seek + segment_size  # always move forward
+        for s in segments:
+            text_tokens = [t for t in s.tokens if t < sp.eot]
+            text = tok.decode(text_tokens)
+            all_tokens.extend(s.tokens)
+            if s.start == s.end or not text.strip():
+                continue
+            yield Segment(
+                id=seg_id,
+                seek=s.seek,
+                start=round(s.start, 3),
+                end=round(s.end, 3),
+                text=text,
+                tokens=s.tokens,
+                temperature=result.temperature,
+                avg_logprob=result.avg_logprob,
+                compression_ratio=result.compression_ratio,
+                no_speech_prob=result.no_speech_prob,
+                words=[Word(w.word, w.start, w.end, w.probability) for w in s.words],
+                logprobs=_token_logprobs(tok, result, s.tokens) if options.logprobs else [],
+            )
+            seg_id += 1
+        if not loop.condition_on_previous_text or result.temperature > loop.prompt_reset_temperature:
+            prompt_reset_since = len(all_tokens)
+
+
+def _pad_window(window: mx.array) -> mx.array:
+    n = window.shape[0]
+    if n == N_FRAMES:
+        return window
+    return mx.pad(window, [(0, N_FRAMES - n), (0, 0)])
+
+
+def _token_logprobs(tok: Tokenizer, result: DecodedWindow, seg_tokens: list[int]) -> list[TokenLogprob]:
+    # seg_tokens is a contiguous slice of result.tokens: find it to pick the matching logprobs
+    n = len(seg_tokens)
+    for start in range(len(result.tokens) - n + 1):
+        if result.tokens[start : start + n] == seg_tokens:
+            lps = result.token_logprobs[start : start + n]
+            break
+    else:
+        return []
+    out = []
+    for t, lp in zip(seg_tokens, lps, strict=True):
+        if t >= tok.eot:
+            continue
+        b = tok.token_bytes(t)
+        out.append(TokenLogprob(b.decode("utf-8", errors="replace"), float(lp), list(b)))
+    return out
+
+
+def _add_words(
+    backend: Backend,
+    features: Any,
+    sot_seq: list[int],
+    segments: list[TimedSegment],
+    num_frames: int,
+    time_offset: float,
+    last_speech: float,
+    language: str | None,
+) -> float:
+    tok = backend.tokenizer
+    per_segment = [[t for t in s.tokens if t < tok.eot] for s in segments]
+    text_tokens = [t for seg in per_segment for t in seg]
+    if not text_tokens:
+        return last_speech
+    tokens = [*sot_seq, tok.no_timestamps, *text_tokens, tok.eot]
+    attention, token_probs = backend.alignment(features, tokens, len(text_tokens))
+    words, word_tokens = tok.split_to_word_tokens([*text_tokens, tok.eot], language)
+    alignment = align_words(attention, text_tokens, token_probs, words, word_tokens, num_frames)
+    return attach_words(segments, alignment, per_segment, time_offset, last_speech)

@@ -1,0 +1,294 @@
+"""POST /v1/audio/transcriptions and /v1/audio/translations (multipart)."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.datastructures import FormData, UploadFile
+
+from models.errors import DomainError, InvalidRequest
+from models.provider import ModelProvider
+from models.tasks import Segment, TranscribeOptions, Transcriber, Transcription, TranscriptionInfo
+from server import render
+from server.deps import get_metrics, get_provider, get_settings, until_disconnect
+from server.errors import ApiError, domain_error_payload
+from server.metrics import Metrics
+from server.schemas.audio import (
+    TranscriptionParams,
+    TranslationParams,
+    multipart_schema,
+    normalise_form,
+    validate_params,
+)
+from server.settings import Settings
+from server.uploads import decode_upload
+
+router = APIRouter(prefix="/v1/audio", tags=["audio"])
+
+_TEXT_TYPES = {"text": "text/plain", "srt": "application/x-subrip", "vtt": "text/vtt"}
+
+
+async def read_form(request: Request) -> FormData:
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype != "multipart/form-data":
+        raise ApiError(
+            415,
+            f"Unsupported content type '{ctype or 'none'}': send multipart/form-data.",
+            code="unsupported_content_type",
+        )
+    try:
+        return await request.form(max_files=1, max_fields=100)
+    except Exception as exc:
+        raise InvalidRequest(f"Could not parse the multipart body: {exc}", code="invalid_multipart") from None
+
+
+@contextlib.asynccontextmanager
+async def _form(request: Request) -> AsyncIterator[tuple[UploadFile, list[tuple[str, str]]]]:
+    """The parsed multipart form; its spooled upload files are closed when the handler returns."""
+    form = await read_form(request)
+    try:
+        yield split_form(form)
+    finally:
+        await form.close()
+
+
+def split_form(form: FormData) -> tuple[UploadFile, list[tuple[str, str]]]:
+    upload: UploadFile | None = None
+    fields: list[tuple[str, str]] = []
+    for key, value in form.multi_items():
+        if isinstance(value, str):
+            fields.append((key, value))
+        elif key == "file":
+            upload = value
+        else:
+            raise InvalidRequest(f"Unexpected file field '{key}'.", param=key)
+    if upload is None:
+        raise InvalidRequest(
+            "Missing required parameter: 'file'.", param="file", code="missing_required_parameter"
+        )
+    return upload, fields
+
+
+def check_format(response_format: str, granularities: Sequence[str], include: Sequence[str]) -> None:
+    if response_format == "diarized_json":
+        raise InvalidRequest(
+            "response_format 'diarized_json' needs a diarization model; Whisper cannot produce it.",
+            param="response_format",
+        )
+    if granularities and response_format != "verbose_json":
+        raise InvalidRequest(
+            "timestamp_granularities requires response_format 'verbose_json'.",
+            param="timestamp_granularities",
+        )
+    if include and response_format not in ("json", "verbose_json"):
+        raise InvalidRequest(
+            "include[]=logprobs requires response_format 'json' or 'verbose_json'.", param="include"
+        )
+
+
+async def _transcribe(
+    request: Request,
+    provider: ModelProvider,
+    settings: Settings,
+    metrics: Metrics,
+    *,
+    task: str,
+    model_name: str,
+    upload: UploadFile,
+    options: TranscribeOptions,
+    stream: bool,
+    render_body: Any,
+) -> Response:
+    spec = provider.registry.for_task(model_name, "translation" if task == "translate" else "transcription")
+    wave = await decode_upload(
+        upload,
+        sample_rate=16_000,
+        max_bytes=settings.max_upload_bytes,
+        max_seconds=settings.max_audio_seconds,
+    )
+    stack = contextlib.AsyncExitStack()
+    try:
+        model: Transcriber = await stack.enter_async_context(provider.use(spec.id))
+        model.check(options)
+        events = await provider.worker.stream(model.transcribe_stream, wave.samples[:, 0], options)
+    except BaseException:
+        await stack.aclose()
+        raise
+    t0 = time.perf_counter()
+
+    def observe() -> None:
+        if wave.duration > 0:
+            metrics.rtf.labels(spec.id, task).observe((time.perf_counter() - t0) / wave.duration)
+
+    if stream:
+        return StreamingResponse(
+            _sse(events, stack, logprobs=options.logprobs, done=observe),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    async def collect() -> Transcription:
+        info: TranscriptionInfo | None = None
+        segments: list[Segment] = []
+        async with stack:
+            async for ev in events:
+                if isinstance(ev, TranscriptionInfo):
+                    info = ev
+                else:
+                    segments.append(ev)
+        assert info is not None
+        return Transcription(info, segments)
+
+    result = await until_disconnect(request, collect())
+    observe()
+    return render_body(result)
+
+
+async def _sse(
+    events: AsyncIterator[Any], stack: contextlib.AsyncExitStack, *, logprobs: bool, done: Any
+) -> AsyncIterator[bytes]:
+    info: TranscriptionInfo | None = None
+    segments: list[Segment] = []
+    async with stack:
+        try:
+            async for ev in events:
+                if isinstance(ev, TranscriptionInfo):
+                    info = ev
+                    continue
+                yield render.sse_delta(ev, first=not segments, logprobs=logprobs)
+                segments.append(ev)
+        except DomainError as exc:  # after the 200: report in-band, the SDK raises on it
+            _status, body, _headers = domain_error_payload(exc)
+            yield render.sse(body)
+            return
+        except Exception:
+            yield render.sse(
+                {
+                    "error": {
+                        "message": "The server had an error while transcribing.",
+                        "type": "server_error",
+                        "param": None,
+                        "code": None,
+                    }
+                }
+            )
+            raise
+    assert info is not None
+    done()
+    yield render.sse_done(info, segments, logprobs=logprobs)
+
+
+def _renderer(response_format: str, *, task: str, granularities: Sequence[str], logprobs: bool) -> Any:
+    def body(t: Transcription) -> Response:
+        if response_format == "json":
+            return JSONResponse(render.transcription_json(t, logprobs=logprobs))
+        if response_format == "verbose_json":
+            return JSONResponse(
+                render.transcription_verbose(t, task=task, granularities=granularities, logprobs=logprobs)
+            )
+        text = {
+            "text": render.to_text,
+            "srt": lambda t: render.to_srt(t.segments),
+            "vtt": lambda t: render.to_vtt(t.segments),
+        }[response_format](t)
+        return PlainTextResponse(text, media_type=_TEXT_TYPES[response_format])
+
+    return body
+
+
+@router.post(
+    "/transcriptions",
+    openapi_extra=multipart_schema(TranscriptionParams),
+    summary="Transcribe audio into the input language",
+    response_model=None,
+)
+async def transcriptions(
+    request: Request,
+    provider: ModelProvider = Depends(get_provider),
+    settings: Settings = Depends(get_settings),
+    metrics: Metrics = Depends(get_metrics),
+) -> Response:
+    async with _form(request) as (upload, fields):
+        return await _transcriptions(request, provider, settings, metrics, upload, fields)
+
+
+async def _transcriptions(
+    request: Request,
+    provider: ModelProvider,
+    settings: Settings,
+    metrics: Metrics,
+    upload: UploadFile,
+    fields: list[tuple[str, str]],
+) -> Response:
+    p: TranscriptionParams = validate_params(TranscriptionParams, normalise_form(fields))
+    check_format(p.response_format, p.timestamp_granularities, p.include)
+    if p.chunking_strategy is not None and p.chunking_strategy != "auto":
+        raise InvalidRequest(
+            "chunking_strategy 'server_vad' is not available yet: use 'auto'.", param="chunking_strategy"
+        )
+    language = p.language or (p.languages[0] if len(p.languages) == 1 else None)
+    prompt = p.prompt
+    if p.keywords:
+        prompt = ((prompt or "") + " " + ", ".join(p.keywords)).strip()
+    options = TranscribeOptions(
+        task="transcribe",
+        language=language,
+        prompt=prompt,
+        temperature=p.temperature,
+        word_timestamps="word" in p.timestamp_granularities,
+        logprobs="logprobs" in p.include,
+    )
+    render_body = _renderer(
+        p.response_format,
+        task="transcribe",
+        granularities=p.timestamp_granularities,
+        logprobs=options.logprobs,
+    )
+    return await _transcribe(
+        request,
+        provider,
+        settings,
+        metrics,
+        task="transcribe",
+        model_name=p.model,
+        upload=upload,
+        options=options,
+        stream=p.stream,
+        render_body=render_body,
+    )
+
+
+@router.post(
+    "/translations",
+    openapi_extra=multipart_schema(TranslationParams),
+    summary="Translate audio into English",
+    response_model=None,
+)
+async def translations(
+    request: Request,
+    provider: ModelProvider = Depends(get_provider),
+    settings: Settings = Depends(get_settings),
+    metrics: Metrics = Depends(get_metrics),
+) -> Response:
+    async with _form(request) as (upload, fields):
+        p: TranslationParams = validate_params(TranslationParams, normalise_form(fields))
+        check_format(p.response_format, [], [])
+        options = TranscribeOptions(task="translate", prompt=p.prompt, temperature=p.temperature)
+        render_body = _renderer(p.response_format, task="translate", granularities=[], logprobs=False)
+        return await _transcribe(
+            request,
+            provider,
+            settings,
+            metrics,
+            task="translate",
+            model_name=p.model,
+            upload=upload,
+            options=options,
+            stream=False,
+            render_body=render_body,
+        )
