@@ -49,7 +49,7 @@ def pad_or_trim(array: mx.array, length: int = N_SAMPLES, *, axis: int = -1) -> 
 
 
 def log_mel_spectrogram(audio: mx.array, n_mels: int = 80, padding: int = 0) -> mx.array:
-    """Log-mel features of 16 kHz mono ``audio`` ``[..., T]`` → float32 ``[..., T // 160 + ..., n_mels]``.
+    """Log-mel features of 16 kHz mono ``audio`` ``[..., T]`` → float32 ``[..., n_frames, n_mels]``.
 
     ``n_frames = (T + padding) // HOP_LENGTH`` (openai drops the STFT's last frame). ``padding`` appends
     that many zero samples first, as openai's ``padding=N_SAMPLES`` does for transcription. The dynamic

@@ -75,7 +75,7 @@ class WhisperConfig:
     def preset(cls, name: str) -> WhisperConfig:
         """The dimensions of an official checkpoint by openai's name (``tiny.en`` … ``large-v3-turbo``)."""
         try:
-            return cls(**PRESETS[name])
+            return cls.from_dict(PRESETS[name])
         except KeyError:
             raise KeyError(f"unknown whisper size {name!r}; known: {sorted(PRESETS)}") from None
 

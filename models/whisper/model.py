@@ -19,6 +19,7 @@ number of positions already in the cache; ``decode`` writes the new keys/values 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -173,6 +174,17 @@ class TextDecoder(nn.Module):
         return x @ emb.weight.T  # the copy is stale (weights replaced without `update`): stay correct
 
 
+@dataclass(frozen=True)
+class _Alignment:
+    """Alignment heads as sorted (layer, head) pairs, with each layer's head indices ready for `mx.take`."""
+
+    pairs: tuple[tuple[int, int], ...]
+
+    def heads(self, layer: int) -> mx.array | None:
+        selected = [h for lay, h in self.pairs if lay == layer]
+        return mx.array(selected, dtype=mx.int32) if selected else None
+
+
 class Whisper(nn.Module):
     """Encoder–decoder; ``dtype`` float32 (CPU default) or float16/bfloat16 (GPU)."""
 
@@ -190,16 +202,14 @@ class Whisper(nn.Module):
                 for layer in range(c.n_text_layer // 2, c.n_text_layer)
                 for h in range(c.n_text_head)
             ]
-        self._alignment_heads = pairs
-        self._heads_by_layer = {
-            layer: mx.array([h for lay, h in pairs if lay == layer], dtype=mx.int32) for layer, _ in pairs
-        }
+        # A plain object, not a dict/list: nn.Module would otherwise walk into it as a child container.
+        self._alignment = _Alignment(tuple(pairs))
         if dtype != mx.float32:
             self.set_dtype(dtype)
 
     # Keep the decoder's projection copy in step with its embedding whenever parameters are replaced
     # (load_weights, set_dtype, apply) or modules swapped (nn.quantize).
-    def update(self, parameters: dict, strict: bool = True) -> Whisper:
+    def update(self, parameters: dict, strict: bool = True) -> Whisper:  # type: ignore[override]
         super().update(parameters, strict=strict)
         self.decoder.refresh_projection()
         return self
@@ -216,7 +226,7 @@ class Whisper(nn.Module):
     @property
     def alignment_heads(self) -> list[tuple[int, int]]:
         """(layer, head) pairs, sorted; the order of the ``qk`` rows that ``decode`` returns."""
-        return list(self._alignment_heads)
+        return list(self._alignment.pairs)
 
     def embed_audio(self, mel: mx.array) -> mx.array:
         """Log-mel ``[B, 2 * n_audio_ctx, n_mels]`` → audio features ``[B, n_audio_ctx, n_audio_state]``."""
@@ -268,7 +278,7 @@ class Whisper(nn.Module):
         new_cache: list[KV] = []
         scores: list[mx.array] = []
         for i, block in enumerate(dec.blocks):
-            heads = self._heads_by_layer.get(i) if return_qk else None
+            heads = self._alignment.heads(i) if return_qk else None
             x, kv, qk = block.decode(x, cross_kv[i], cache[i], offset, mask, heads)
             new_cache.append(kv)
             if qk is not None:

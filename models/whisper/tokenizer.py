@@ -133,11 +133,11 @@ class WhisperTokenizer:
         self._tok = tokenizer
         self.multilingual = multilingual
         self.num_languages = num_languages
+        self.language: str | None = None
+        self.task: str | None = None
         if multilingual:
             self.language = normalize_language(language) or "en"
             self.task = task or "transcribe"
-        else:
-            self.language, self.task = None, None
         if self.task is not None and self.task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {task!r}")
         expected_eot = 50257 if multilingual else 50256

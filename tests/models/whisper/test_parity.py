@@ -1,17 +1,20 @@
 """Parity with openai-whisper (PyTorch, fp32, CPU) on the same converted weights and real speech.
 
 The reference model is `whisper.model.Whisper(ModelDimensions(...))` loaded with a state dict mapped by
-name from our safetensors (the fp16 checkpoint upcast to fp32, as ours is). Measured on this machine
-(tiny.en unless noted; max abs diff / max abs reference value):
+name from our safetensors (the fp16 checkpoint upcast to fp32, as ours is). Measured on this machine,
+max abs diff (and relative to the reference's max abs value), jfk / beckett:
 
-    log-mel (80 and 128 bins, openai's normalised log10 scale, range ~[-1.5, 1.5])   ~1.5e-5
-    encoder output, jfk / beckett (scale ~12)                                       ~6e-5
-    decoder logits, teacher-forced on the reference tokens (scale ~40)               ~7e-5 (base ~1e-4)
-    alignment-head cross-attention scores (pre-softmax)                              ~1e-4
+    log-mel, 80 and 128 bins (openai's normalised log10, range ~[-1.5, 1.5])   1.1e-5 … 2.0e-5
+    tiny.en encoder output (scale 12)          5.7e-5 / 1.2e-3   (rel 4.7e-6 / 9.6e-5)
+    tiny.en decoder logits (scale 37–40)       7.2e-5 / 1.1e-4   (rel 1.8e-6 / 3.1e-6)
+    tiny.en alignment-head scores (scale 13)   7.8e-5 / 4.7e-4   (rel 6.2e-6 / 3.7e-5)
+    base encoder output (scale 24)             5.5e-3 / 2.5e-3   (rel 2.3e-4 / 1.1e-4)
+    base decoder logits (scale 56–74)          1.7e-4 / 2.0e-4   (rel 2.4e-6 / 3.5e-6)
     greedy tokens (no timestamps): identical to `whisper.decode(..., without_timestamps=True)`
 
-Asserted tolerances leave ~10x headroom: mel 2e-4 absolute; encoder, logits and scores 1e-4 × scale
-(relative), a level far below any fp16/format bug (those show up at 1e-2 and above).
+Per encoder block the difference is ~1e-6 relative; beckett's larger encoder figure comes from a
+residual outlier (|x| ≈ 600 before `ln_post`) that amplifies rounding, fed the same mel or not.
+Asserted: mel 2e-4 absolute; relative 5e-4 (encoder, scores), 1e-3 (base encoder), 5e-5 (logits).
 """
 
 from __future__ import annotations
@@ -38,8 +41,10 @@ from tests.models.whisper.conftest import load_tokenizer, load_whisper
 from tests.support.data import REFERENCE, speech, wer
 
 pytestmark = pytest.mark.reference
-REL_TOL = 1e-4
-BASE_REL_TOL = 1e-3  # 6 + 6 layers of d=512 accumulate more fp32 rounding (measured 2.3e-4)
+ENCODER_REL_TOL = 5e-4
+BASE_ENCODER_REL_TOL = 1e-3
+LOGITS_REL_TOL = 5e-5
+SCORES_REL_TOL = 5e-4
 
 
 def _audio(name: str) -> np.ndarray:
@@ -77,7 +82,9 @@ def openai_model(model_dir: Path) -> whisper.model.Whisper:
     return model.eval()
 
 
-def greedy(model: Whisper, tokenizer: WhisperTokenizer, mel: mx.array, max_tokens: int = 224) -> list[int]:
+def greedy(
+    model: Whisper, tokenizer: WhisperTokenizer, features: mx.array, max_tokens: int = 224
+) -> list[int]:
     """Greedy decoding without timestamps, with openai's default filters (SuppressBlank, suppress "-1")."""
     t = tokenizer
     suppress = sorted(
@@ -85,7 +92,7 @@ def greedy(model: Whisper, tokenizer: WhisperTokenizer, mel: mx.array, max_token
     )
     blank = [*t.encode(" "), t.eot]
     prompt = list(t.sot_sequence_including_notimestamps)
-    xkv = model.cross_kv(model.embed_audio(mel[None]))
+    xkv = model.cross_kv(features)
     logits, cache, _ = model.decode(mx.array([prompt]), xkv, model.init_cache(1), 0)
     out: list[int] = []
     for i in range(max_tokens):
@@ -148,7 +155,7 @@ def test_log_mel_matches_openai(name: str, n_mels: int, padding: int) -> None:
 def test_encoder_matches_openai(tiny_en: tuple, name: str) -> None:
     clip = tiny_en[3][name]
     assert clip.features.shape == tuple(clip.features_ref.shape) == (1, 1500, 384)
-    assert _rel(clip.features, clip.features_ref) < REL_TOL
+    assert _rel(clip.features, clip.features_ref) < ENCODER_REL_TOL
 
 
 @pytest.mark.parametrize("name", ["jfk", "beckett"])
@@ -171,16 +178,16 @@ def test_decoder_logits_and_alignment_scores_match_openai(tiny_en: tuple, name: 
         for hook in hooks:
             hook.remove()
     assert ours.shape == tuple(logits_ref.shape) == (1, len(tokens), 51864)
-    assert _rel(ours, logits_ref) < REL_TOL
+    assert _rel(ours, logits_ref) < LOGITS_REL_TOL
     scores_ref = torch.stack([qks[layer][0, head] for layer, head in model.alignment_heads])
     assert qk is not None and qk.shape == (1, 8, len(tokens), 1500)
-    assert _rel(qk[0], scores_ref) < REL_TOL
+    assert _rel(qk[0], scores_ref) < SCORES_REL_TOL
 
 
 @pytest.mark.parametrize("name", ["jfk", "beckett"])
 def test_greedy_tokens_identical_to_openai(tiny_en: tuple, name: str) -> None:
     model, tokenizer, _, clips = tiny_en
-    tokens = greedy(model, tokenizer, clips[name].mel)
+    tokens = greedy(model, tokenizer, clips[name].features)
     assert tokens == clips[name].tokens_ref
     assert wer(REFERENCE[name], tokenizer.decode(tokens)) < 0.1
 
@@ -194,16 +201,16 @@ def test_base_multilingual_matches_openai(base_dir: Path) -> None:
     features = model.embed_audio(mel[None])
     with torch.no_grad():
         features_ref = ref.embed_audio(mel_ref[None])
-    assert _rel(features, features_ref) < BASE_REL_TOL
+    assert _rel(features, features_ref) < BASE_ENCODER_REL_TOL
 
-    decoded = greedy(model, tokenizer, mel)
+    decoded = greedy(model, tokenizer, features)
     assert wer(REFERENCE["jfk"], tokenizer.decode(decoded)) < 0.1
     prompt = list(tokenizer.sot_sequence_including_notimestamps)
     tokens = [*prompt, *decoded, tokenizer.eot]
     ours = model.logits(mx.array([tokens]), features)
     with torch.no_grad():
         logits_ref = ref.logits(torch.tensor([tokens]), features_ref)
-    assert _rel(ours, logits_ref) < BASE_REL_TOL
+    assert _rel(ours, logits_ref) < LOGITS_REL_TOL
     # openai's greedy choice at every position of our decode (same filters) is our token: same tokens.
     t = tokenizer
     choice = logits_ref[0, len(prompt) - 1 : -1].numpy().copy()
