@@ -80,7 +80,7 @@ def test_prompt_matches_openai(pair: tuple) -> None:
 
 
 def test_silence_yields_nothing(pair: tuple) -> None:
-    ours_model, ref = pair
+    ours_model, _ = pair
     rng = np.random.default_rng(0)
     noise = (rng.standard_normal(16_000 * 8) * 1e-4).astype(np.float32)
     got = collect_transcription(ours_model.transcribe_stream(noise, TranscribeOptions()))
