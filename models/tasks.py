@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -94,19 +94,20 @@ class Transcriber(Protocol):
         on an English-only model, ...). Cheap, no MLX work: called on the event loop before a 200."""
         ...
 
-    def transcribe_stream(
-        self, audio: np.ndarray, options: TranscribeOptions
-    ) -> Iterator[TranscriptionInfo | Segment]:
+    def transcribe_stream(self, audio: np.ndarray, options: TranscribeOptions) -> Iterator[Any]:
         """Yield one TranscriptionInfo first, then Segments in time order as they are decoded.
-        `audio`: mono float32 at `sample_rate`. Runs on the MLX worker thread."""
+        `audio`: mono float32 at `sample_rate`. Runs on the MLX worker thread, which also answers the
+        `models.worker.Batched` requests it may yield (elsewhere: `models.worker.drive`)."""
         ...
 
 
-def collect_transcription(events: Iterator[TranscriptionInfo | Segment]) -> Transcription:
-    """The non-streaming fold over `transcribe_stream`."""
+def collect_transcription(events: Iterator[Any]) -> Transcription:
+    """The non-streaming fold over `transcribe_stream` (outside the worker: batch requests run inline)."""
+    from models.worker import drive
+
     info: TranscriptionInfo | None = None
     segments: list[Segment] = []
-    for ev in events:
+    for ev in drive(events):
         if isinstance(ev, TranscriptionInfo):
             info = ev
         else:

@@ -26,6 +26,37 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 _END = object()
+_NO_REPLY = object()
+
+
+@dataclass(frozen=True)
+class Batched:
+    """Yielded by a stream generator running on the worker: "compute `fn([payload, ...])` for me".
+
+    The worker gathers the requests with the same `key` from all active streams, calls `fn` once with
+    their payloads (at most `max_batch`), and sends each stream its own element of the result. Outside
+    the worker, `drive()` answers requests one at a time.
+    """
+
+    key: Hashable
+    payload: Any
+    fn: Callable[[list[Any]], Sequence[Any]]
+    max_batch: int = 16
+
+
+def drive(gen: Iterator[Any]) -> Iterator[Any]:
+    """Run a stream generator outside the worker: answer its `Batched` requests inline (batch of one)."""
+    reply: Any = _NO_REPLY
+    while True:
+        try:
+            item = next(gen) if reply is _NO_REPLY else gen.send(reply)  # type: ignore[attr-defined]
+        except StopIteration:
+            return
+        if isinstance(item, Batched):
+            reply = item.fn([item.payload])[0]
+            continue
+        reply = _NO_REPLY
+        yield item
 
 
 @dataclass(eq=False)
@@ -41,6 +72,8 @@ class _Job:
     max_batch: int = 1
     cancelled: threading.Event = field(default_factory=threading.Event)
     in_flight: int = 0  # stream chunks produced but not yet consumed (guarded by the worker's lock)
+    waiting: Batched | None = None  # a stream's pending batch request
+    reply: Any = _NO_REPLY  # the result to send into the stream at its next step
     submitted: float = field(default_factory=time.monotonic)
 
     def deliver(self, value: Any = None, exc: BaseException | None = None) -> None:
@@ -71,9 +104,17 @@ class _Failure(Generic[T]):
 class MLXWorker:
     """Runs callables on one dedicated thread. Create and start it once per process (or per test)."""
 
-    def __init__(self, max_queue: int = 64, *, stream_buffer: int = 8, name: str = "mlx-worker") -> None:
+    def __init__(
+        self,
+        max_queue: int = 64,
+        *,
+        stream_buffer: int = 8,
+        items_per_round: int = 8,
+        name: str = "mlx-worker",
+    ) -> None:
         self.max_queue = max_queue
         self.stream_buffer = stream_buffer
+        self.items_per_round = items_per_round
         self.name = name
         self._pending: deque[_Job] = deque()
         self._active: list[tuple[_Job, Iterator[Any]]] = []
@@ -200,14 +241,24 @@ class MLXWorker:
                     if self._stopping and not self._active:
                         return
                     self._cond.wait(timeout=0.5 if self._active else None)
+                new_streams = self._take_new_streams()  # they all join this round
                 job = self._pending.popleft() if self._pending else None
                 batch = self._take_batch(job) if job is not None and job.kind == "batch" else None
                 self._running = len(batch) if batch else int(job is not None)
+            for stream_job in new_streams:
+                self._start(stream_job, None)
             if job is not None:
                 self._start(job, batch)
                 with self._cond:
                     self._running = 0
             self._step_streams()
+
+    def _take_new_streams(self) -> list[_Job]:
+        """Pop every queued stream job (call with the lock held)."""
+        new = [j for j in self._pending if j.kind == "stream"]
+        if new:
+            self._pending = deque(j for j in self._pending if j.kind != "stream")
+        return new
 
     def _runnable(self) -> bool:
         """Any active stream that may advance: cancelled ones (to be closed) or ones below their buffer."""
@@ -273,29 +324,92 @@ class MLXWorker:
         job.deliver(exc=Cancelled("cancelled before it ran"))
 
     def _step_streams(self) -> None:
-        """Advance every active stream by one item (round-robin); close cancelled ones."""
+        """Advance every active stream (round-robin), then run the batch requests they are waiting on.
+
+        A stream runs until it yields a `Batched` request, finishes, fills its buffer, or has produced
+        `items_per_round` items; requests with the same key from different streams are then computed
+        together in one call, and each stream receives its own result at its next step.
+        """
         with self._cond:
             active = list(self._active)
         for job, gen in active:
             if job.cancelled.is_set():
                 self._close(job, gen, cancelled=True)
                 continue
-            with self._cond:
-                if job.in_flight >= self.stream_buffer:
-                    continue  # the consumer is slow: don't run ahead of it
-                job.in_flight += 1
-            try:
+            self._run_until_request(job, gen)
+        # streams that arrived meanwhile (e.g. while the last batch ran) join this round's batches
+        with self._cond:
+            late = self._take_new_streams()
+        for job in late:
+            self._start(job, None)
+        with self._cond:
+            active = list(self._active)
+        for job, gen in active:
+            if job in late:
+                self._run_until_request(job, gen)
+        self._run_batches(
+            [job for job, _ in active if job.waiting is not None and not job.cancelled.is_set()]
+        )
+
+    def _run_until_request(self, job: _Job, gen: Iterator[Any]) -> None:
+        for _ in range(self.items_per_round):
+            if job.waiting is not None or not self._advance(job, gen):
+                break
+
+    def _advance(self, job: _Job, gen: Iterator[Any]) -> bool:
+        """One step of `gen`; False when it cannot or should not go on this round."""
+        with self._cond:
+            if job.in_flight >= self.stream_buffer:
+                return False  # the consumer is slow: don't run ahead of it
+        try:
+            if job.reply is not _NO_REPLY:
+                reply, job.reply = job.reply, _NO_REPLY
+                resume = gen.throw if isinstance(reply, _Failure) else gen.send  # type: ignore[attr-defined]
+                item = resume(reply.exc if isinstance(reply, _Failure) else reply)
+            else:
                 item = next(gen)
-            except StopIteration:
-                job.push(_END)
-                self._close(job, gen, cancelled=False)
-                continue
-            except BaseException as exc:
-                job.push(_Failure(exc))
-                job.push(_END)
-                self._close(job, gen, cancelled=False)
-                continue
-            job.push(item)
+        except StopIteration:
+            self._push_counted(job, _END)
+            self._close(job, gen, cancelled=False)
+            return False
+        except BaseException as exc:
+            self._push_counted(job, _Failure(exc))
+            self._push_counted(job, _END)
+            self._close(job, gen, cancelled=False)
+            return False
+        if isinstance(item, Batched):
+            job.waiting = item
+            return False
+        self._push_counted(job, item)
+        return True
+
+    def _push_counted(self, job: _Job, item: Any) -> None:
+        with self._cond:
+            job.in_flight += 1
+        job.push(item)
+
+    def _run_batches(self, waiting: list[_Job]) -> None:
+        groups: dict[Hashable, list[_Job]] = {}
+        for job in waiting:
+            assert job.waiting is not None
+            groups.setdefault(job.waiting.key, []).append(job)
+        for jobs in groups.values():
+            limit = max(1, jobs[0].waiting.max_batch if jobs[0].waiting else 1)
+            for start in range(0, len(jobs), limit):
+                chunk = jobs[start : start + limit]
+                requests = [j.waiting for j in chunk]
+                assert all(r is not None for r in requests)
+                self.batches_run += 1
+                self.largest_batch = max(self.largest_batch, len(chunk))
+                try:
+                    results = requests[0].fn([r.payload for r in requests])  # type: ignore[union-attr]
+                    if len(results) != len(chunk):
+                        raise RuntimeError(f"batch function returned {len(results)} results for {len(chunk)}")
+                    replies: list[Any] = list(results)
+                except BaseException as exc:
+                    replies = [_Failure(exc)] * len(chunk)
+                for job, reply in zip(chunk, replies, strict=True):
+                    job.waiting, job.reply = None, reply
 
     def _close(self, job: _Job, gen: Iterator[Any], *, cancelled: bool) -> None:
         if cancelled:

@@ -11,7 +11,7 @@ import mlx.core as mx
 import numpy as np
 
 from models.errors import WeightsError
-from models.tasks import Segment, TranscribeOptions, TranscriptionInfo
+from models.tasks import TranscribeOptions
 from models.weights import load_into, maybe_quantize, read_config, read_safetensors
 from models.whisper import convert
 from models.whisper.config import WhisperConfig
@@ -19,6 +19,7 @@ from models.whisper.inference import WhisperBackend
 from models.whisper.model import Whisper
 from models.whisper.tokenizer import WhisperTokenizer
 from models.whisper.transcribe import LoopOptions, check_options, transcribe
+from models.worker import drive
 
 _DTYPES = {"float32": mx.float32, "float16": mx.float16, "bfloat16": mx.bfloat16}
 
@@ -38,19 +39,22 @@ class WhisperTranscriber:
         self.backend = WhisperBackend(model, tokenizer)
         self.multilingual = self.backend.multilingual
         self.loop = loop or LoopOptions()
+        # windows of concurrent requests decoded together: wide on a GPU, narrow on the CPU (compute-bound)
+        self.max_batch = 16 if mx.default_device() == mx.gpu else 4
 
     def check(self, options: TranscribeOptions) -> None:
         check_options(self.backend, options)
 
-    def transcribe_stream(
-        self, audio: np.ndarray, options: TranscribeOptions
-    ) -> Iterator[TranscriptionInfo | Segment]:
-        return transcribe(self.backend, np.asarray(audio, np.float32), options, self.loop)
+    def transcribe_stream(self, audio: np.ndarray, options: TranscribeOptions) -> Iterator[Any]:
+        """Yields TranscriptionInfo, Segments, and `Batched` window requests (answered by the worker)."""
+        return transcribe(
+            self.backend, np.asarray(audio, np.float32), options, self.loop, max_batch=self.max_batch
+        )
 
     def warm_up(self) -> None:
         """One encoder pass and a few decoder steps, so kernels are compiled before the first request."""
         silence = np.zeros(self.sample_rate, np.float32)
-        for _ in transcribe(self.backend, silence, TranscribeOptions(language="en")):
+        for _ in drive(transcribe(self.backend, silence, TranscribeOptions(language="en"))):
             pass
 
 

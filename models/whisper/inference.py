@@ -67,7 +67,8 @@ class LoopTokenizer:
 
 
 class WhisperSession:
-    """Rows decoded together: equal-length prompts, one shared position per step."""
+    """Decoder rows sharing one forward pass per step. Prompts of different lengths are left-padded
+    (`Whisper.decode(pad=...)` hides the filler), so rows from different requests can share a batch."""
 
     def __init__(self, model: Whisper, cross_kv: list[KV]) -> None:
         self.model = model
@@ -76,29 +77,37 @@ class WhisperSession:
         self.n_text_ctx = model.config.n_text_ctx
         self.cache: list[KV] = []
         self.offset = 0
+        self.pad: mx.array | None = None
 
     def prefill(
         self, prompts: Sequence[Sequence[int]], sot_index: Sequence[int]
     ) -> tuple[mx.array, mx.array]:
-        length = len(prompts[0])
-        if any(len(p) != length for p in prompts):
-            raise ValueError("rows of one session must have prompts of equal length")
+        length = max(len(p) for p in prompts)
+        pads = [length - len(p) for p in prompts]
+        filler = self.model.config.n_vocab - 1  # any id: padded positions are masked out
+        tokens = mx.array([[filler] * n + list(p) for n, p in zip(pads, prompts, strict=True)])
+        self.pad = mx.array(pads) if any(pads) else None
         b = len(prompts)
-        capacity = min(self.n_text_ctx, length + SAMPLE_LEN)
-        self.cache = self.model.init_cache(b, capacity)
-        logits, self.cache, _ = self.model.decode(mx.array(prompts), self.cross_kv, self.cache, 0)
+        self.cache = self.model.init_cache(b, min(self.n_text_ctx, length + SAMPLE_LEN))
+        logits, self.cache, _ = self.model.decode(tokens, self.cross_kv, self.cache, 0, pad=self.pad)
         self.offset = length
-        at_sot = logits[mx.arange(b), mx.array(sot_index)]
+        at_sot = logits[mx.arange(b), mx.array([n + i for n, i in zip(pads, sot_index, strict=True)])]
         return logits[:, -1], at_sot
 
     def step(self, tokens: mx.array) -> mx.array:
-        logits, self.cache, _ = self.model.decode(tokens[:, None], self.cross_kv, self.cache, self.offset)
+        cache, self.cache = self.cache, []  # drop our reference so the update can reuse the buffers
+        logits, self.cache, _ = self.model.decode(
+            tokens[:, None], self.cross_kv, cache, self.offset, pad=self.pad
+        )
+        del cache
         self.offset += 1
         return logits[:, -1]
 
     def reorder(self, index: mx.array) -> None:
         self.cache = [(k[index], v[index]) for k, v in self.cache]
         self.cross_kv = [(k[index], v[index]) for k, v in self.cross_kv]
+        if self.pad is not None:
+            self.pad = self.pad[index]
 
 
 class WhisperBackend:

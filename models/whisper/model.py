@@ -257,6 +257,7 @@ class Whisper(nn.Module):
         cache: list[KV],
         offset: int | mx.array = 0,
         *,
+        pad: mx.array | None = None,
         return_qk: bool = False,
     ) -> tuple[mx.array, list[KV], mx.array | None]:
         """Run the decoder on ``tokens`` ``[B, L]`` (int) at positions ``offset … offset + L - 1``.
@@ -265,6 +266,10 @@ class Whisper(nn.Module):
         pre-softmax cross-attention scores of the alignment heads ``[B, n_alignment_heads, L,
         n_audio_ctx]`` (rows in :attr:`alignment_heads` order; word timing softmaxes them over the audio
         frames it keeps). The caller guarantees ``offset + L <= cache length``.
+
+        ``pad`` ``[B]`` (int) batches rows whose prompts differ in length: row ``b``'s prompt is left-padded
+        with ``pad[b]`` filler tokens, which no position attends to, and its positions count from its
+        first real token, so each row computes exactly what it would alone.
         """
         dec = self.decoder
         length = tokens.shape[-1]
@@ -272,9 +277,16 @@ class Whisper(nn.Module):
             mx.array(offset, dtype=mx.int32) if not isinstance(offset, mx.array) else offset.astype(mx.int32)
         )
         positions = offset + mx.arange(length, dtype=mx.int32)
-        x = dec.token_embedding(tokens) + mx.take(dec.positional_embedding, positions, axis=0)
         capacity = cache[0][0].shape[2]
-        mask = mx.arange(capacity, dtype=mx.int32)[None, :] <= positions[:, None]  # [L, capacity]
+        slots = mx.arange(capacity, dtype=mx.int32)
+        mask = slots[None, :] <= positions[:, None]  # [L, capacity]
+        if pad is None:
+            x = dec.token_embedding(tokens) + mx.take(dec.positional_embedding, positions, axis=0)
+        else:
+            pad = pad.astype(mx.int32)[:, None]  # [B, 1]
+            row_positions = mx.maximum(positions[None, :] - pad, 0)  # [B, L]
+            x = dec.token_embedding(tokens) + dec.positional_embedding[row_positions]
+            mask = mask[None, None] & (slots[None, None, None, :] >= pad[:, :, None, None])  # [B, 1, L, cap]
         new_cache: list[KV] = []
         scores: list[mx.array] = []
         for i, block in enumerate(dec.blocks):

@@ -8,8 +8,9 @@ so a streaming response can send them while later windows are still being decode
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import mlx.core as mx
@@ -27,6 +28,7 @@ from models.whisper.decoding import (
     greedy_decode,
 )
 from models.whisper.timing import TimedSegment, align_words, attach_words
+from models.worker import Batched
 
 SAMPLE_RATE = 16_000
 HOP_LENGTH = 160
@@ -102,40 +104,71 @@ def check_options(backend: Backend, options: TranscribeOptions) -> None:
             )
 
 
-def decode_with_fallback(
-    backend: Backend,
-    features: Any,
-    prompts: list[list[int]],
-    sot_index: list[int],
-    temperatures: Sequence[float],
-    base: DecodeOptions,
-    loop: LoopOptions,
-    key: mx.array,
-) -> list[DecodedWindow]:
-    """Decode rows; re-decode rows that look repetitive or unlikely at the next temperature."""
-    results: list[DecodedWindow | None] = [None] * len(prompts)
-    todo = list(range(len(prompts)))
-    for t in temperatures:
-        opts = replace(base, temperature=t, beam_size=base.beam_size if t == 0 else None)
-        sub_features = features if len(todo) == len(prompts) else _take(features, todo)
-        session = backend.session(sub_features)
-        rows_prompts, rows_sot = [prompts[i] for i in todo], [sot_index[i] for i in todo]
-        if opts.beam_size:
-            decoded = beam_search_decode(session, rows_prompts, rows_sot, backend.special, opts)
-        else:
-            key, sub = mx.random.split(key)
-            decoded = greedy_decode(session, rows_prompts, rows_sot, backend.special, opts, key=sub)
+@dataclass(frozen=True)
+class WindowJob:
+    """One 30-s window of one request, as handed to the batched decoder."""
+
+    mel: mx.array  # [3000, n_mels]
+    prefix: tuple[int, ...]  # <|startofprev|> + previous text, or ()
+    language: str | None  # None: detect on this window
+    task: str
+    temperatures: tuple[float, ...]
+    beam_size: int | None
+    seed: int
+
+
+@dataclass
+class WindowResult:
+    decoded: DecodedWindow
+    language: str
+    sot_sequence: list[int]
+    features: Any  # this row's cross-attention K/V, for word timing
+
+
+def decode_windows(backend: Backend, jobs: Sequence[WindowJob], loop: LoopOptions) -> list[WindowResult]:
+    """Decode windows of possibly different requests together: one encoder pass for all, language
+    detection where asked, then each row's temperature ladder (rows at the same temperature and search
+    share decoding passes; a row whose result looks repetitive or unlikely retries at its next one)."""
+    tok = backend.tokenizer
+    features = backend.encode(mx.stack([j.mel for j in jobs]))
+    languages = [j.language for j in jobs]
+    detect = [i for i, lang in enumerate(languages) if lang is None]
+    if detect:
+        for i, probs in zip(detect, backend.detect_language(_take(features, detect)), strict=True):
+            languages[i] = max(probs, key=probs.__getitem__)
+    sot_seqs = [tok.sot_sequence(lang, j.task) for lang, j in zip(languages, jobs, strict=True)]
+    prompts = [[*j.prefix, *sot] for j, sot in zip(jobs, sot_seqs, strict=True)]
+    results: list[DecodedWindow | None] = [None] * len(jobs)
+    rung = [0] * len(jobs)
+    todo = list(range(len(jobs)))
+    while todo:
+        groups: dict[tuple[float, int | None], list[int]] = {}
+        for i in todo:
+            t = jobs[i].temperatures[rung[i]]
+            groups.setdefault((t, jobs[i].beam_size if t == 0 else None), []).append(i)
         retry = []
-        for i, d in zip(todo, decoded, strict=True):
-            d.text = backend.tokenizer.decode([tok for tok in d.tokens if tok < backend.special.eot])
-            d.compression_ratio = compression_ratio(d.text)
-            results[i] = d
-            if _needs_fallback(d, loop):
-                retry.append(i)
-        todo = retry
-        if not todo:
-            break
-    return [r for r in results if r is not None]
+        for (t, beam), rows in groups.items():
+            session = backend.session(features if len(rows) == len(jobs) else _take(features, rows))
+            opts = DecodeOptions(temperature=t, beam_size=beam)
+            row_prompts = [prompts[i] for i in rows]
+            sot_index = [len(jobs[i].prefix) for i in rows]
+            if beam:
+                decoded = beam_search_decode(session, row_prompts, sot_index, backend.special, opts)
+            else:
+                key = mx.random.key(jobs[rows[0]].seed * 7919 + rung[rows[0]])
+                decoded = greedy_decode(session, row_prompts, sot_index, backend.special, opts, key=key)
+            for i, d in zip(rows, decoded, strict=True):
+                d.text = tok.decode([x for x in d.tokens if x < backend.special.eot])
+                d.compression_ratio = compression_ratio(d.text)
+                results[i] = d
+                if _needs_fallback(d, loop) and rung[i] + 1 < len(jobs[i].temperatures):
+                    rung[i] += 1
+                    retry.append(i)
+        todo = sorted(retry)
+    return [
+        WindowResult(r, lang, sot, _take(features, [i]))  # type: ignore[arg-type]
+        for i, (r, lang, sot) in enumerate(zip(results, languages, sot_seqs, strict=True))
+    ]
 
 
 def _take(features: Any, rows: list[int]) -> Any:
@@ -204,20 +237,30 @@ def transcribe(
     options: TranscribeOptions,
     loop: LoopOptions = LoopOptions(),
     *,
+    max_batch: int = 1,
     seed: int = 0,
-) -> Iterator[TranscriptionInfo | Segment]:
-    """audio: mono float32 at 16 kHz. Yields TranscriptionInfo, then Segments as windows are decoded."""
+) -> Iterator[TranscriptionInfo | Segment | Batched]:
+    """audio: mono float32 at 16 kHz. Yields TranscriptionInfo, then Segments as windows are decoded.
+
+    Each window is requested with `yield Batched(...)`: on the MLX worker, windows of concurrent
+    requests for the same model are decoded together; elsewhere wrap the generator in `drive()`.
+    """
     check_options(backend, options)
     tok = backend.tokenizer
     sp = backend.special
     mel = backend.log_mel(audio)  # [frames + 3000 padding, n_mels]
     content_frames = mel.shape[0] - N_FRAMES
     duration = len(audio) / SAMPLE_RATE
-    key = mx.random.key(seed)
     temperatures = FALLBACK_TEMPERATURES if options.temperature == 0 else (options.temperature,)
-    base = DecodeOptions(beam_size=options.beam_size)
+    batch_fn = functools.partial(decode_windows, backend, loop=loop)
+    batch_key = ("whisper-windows", id(backend), loop)
 
     language = options.language if backend.multilingual else "en"
+    if content_frames <= 0:  # no audio at all: nothing to decode
+        code = language or "en"
+        yield TranscriptionInfo(code, backend.languages.get(code, code), duration)
+        return
+    info_sent = False
     seek = 0
     all_tokens: list[int] = []
     if options.prompt:
@@ -225,28 +268,27 @@ def transcribe(
     prompt_reset_since = 0
     last_speech = 0.0
     seg_id = 0
-    info_sent = False
+    n_window = 0
 
-    while seek < content_frames or not info_sent:
-        segment_size = min(N_FRAMES, max(content_frames - seek, 0))
-        window = _pad_window(mel[seek : seek + segment_size])
-        features = backend.encode(window[None])
-        if language is None:
-            probs = backend.detect_language(features)[0]
-            language = max(probs, key=probs.__getitem__)
+    while seek < content_frames:
+        segment_size = min(N_FRAMES, content_frames - seek)
+        prompt = all_tokens[prompt_reset_since:]
+        prefix = (tok.sot_prev, *prompt[-(backend.n_text_ctx // 2 - 1) :]) if prompt else ()
+        job = WindowJob(
+            _pad_window(mel[seek : seek + segment_size]),
+            prefix,
+            language,
+            options.task,
+            temperatures,
+            options.beam_size,
+            seed + n_window,
+        )
+        n_window += 1
+        window: WindowResult = yield Batched(batch_key, job, batch_fn, max_batch)
+        result, language = window.decoded, window.language
         if not info_sent:
             yield TranscriptionInfo(language, backend.languages.get(language, language), duration)
             info_sent = True
-            if content_frames <= 0:
-                return
-        sot_seq = tok.sot_sequence(language, options.task)
-        prompt = all_tokens[prompt_reset_since:]
-        prefix = [tok.sot_prev, *prompt[-(backend.n_text_ctx // 2 - 1) :]] if prompt else []
-        initial = [*prefix, *sot_seq]
-        (result,) = decode_with_fallback(
-            backend, features, [initial], [len(prefix)], temperatures, base, loop, key
-        )
-        key = mx.random.split(key)[0]
         if is_silence(result, loop):
             seek += segment_size
             continue
@@ -256,7 +298,14 @@ def transcribe(
         )
         if options.word_timestamps and result.tokens:
             last_speech = _add_words(
-                backend, features, sot_seq, segments, segment_size, time_offset, last_speech, language
+                backend,
+                window.features,
+                window.sot_sequence,
+                segments,
+                segment_size,
+                time_offset,
+                last_speech,
+                language,
             )
             if not single_ending:
                 ends = [w.end for s in segments for w in s.words]

@@ -98,11 +98,12 @@ async def test_stream_yields_in_order_and_interleaves(worker: MLXWorker) -> None
             order.append(tag)
             yield (tag, i, _matmul(4)[0])
 
-    s1 = await worker.stream(gen, "a", 5)
-    s2 = await worker.stream(gen, "b", 5)
+    worker.stream_buffer = 100
+    s1 = await worker.stream(gen, "a", 30)
+    s2 = await worker.stream(gen, "b", 30)
     got1 = [x async for x in s1]
     got2 = [x async for x in s2]
-    assert [i for _, i, _ in got1] == list(range(5)) and [i for _, i, _ in got2] == list(range(5))
+    assert [i for _, i, _ in got1] == list(range(30)) and [i for _, i, _ in got2] == list(range(30))
     # round-robin: neither stream ran to completion before the other started
     assert order.index("b") < len(order) - order[::-1].index("a") - 1
 
@@ -190,3 +191,59 @@ async def test_stop_without_drain_cancels_queued_jobs() -> None:
     await held
     with pytest.raises(Cancelled):
         await queued
+
+
+async def test_streams_share_batched_requests() -> None:
+    """Streams that yield `Batched` requests get them computed together, each receiving its own result."""
+    from models.worker import Batched, drive
+
+    calls: list[list[tuple[str, int]]] = []
+
+    def square(items: list[tuple[str, int]]) -> list[int]:
+        calls.append(list(items))
+        x = mx.array([v for _, v in items], dtype=mx.float32)
+        return [int(v) for v in (x * x).tolist()]
+
+    def gen(tag: str, n: int):
+        for i in range(n):
+            got = yield Batched("sq", (tag, i), square, max_batch=8)
+            yield (tag, got)
+
+    w = MLXWorker(max_queue=8)
+    w.start()
+    try:
+        gate, held = await _blocked(w)  # start all three streams in the same round
+        streams = [asyncio.ensure_future(w.stream(gen, t, 4)) for t in "abc"]
+        await asyncio.sleep(0.05)
+        gate.set()
+        await held
+        its = [await s for s in streams]
+        results = [[x async for x in it] for it in its]
+    finally:
+        await w.stop()
+    for tag, got in zip("abc", results, strict=True):
+        assert got == [(tag, i * i) for i in range(4)]
+    assert len(calls) == 4 and all(sorted(t for t, _ in c) == ["a", "b", "c"] for c in calls)
+    assert w.largest_batch == 3
+    # outside the worker, drive() answers requests one by one
+    assert list(drive(gen("z", 3))) == [("z", 0), ("z", 1), ("z", 4)]
+
+
+async def test_failed_batch_is_raised_in_each_stream() -> None:
+    from models.worker import Batched
+
+    def boom(items: list[int]) -> list[int]:
+        raise ValueError("batch failed")
+
+    def gen():
+        try:
+            yield Batched("k", 1, boom)
+        except ValueError as exc:
+            yield f"caught {exc}"
+
+    w = MLXWorker()
+    w.start()
+    try:
+        assert [x async for x in await w.stream(gen)] == ["caught batch failed"]
+    finally:
+        await w.stop()
