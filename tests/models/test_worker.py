@@ -218,7 +218,9 @@ async def test_streams_share_batched_requests() -> None:
         gate.set()
         await held
         its = [await s for s in streams]
-        results = [[x async for x in it] for it in its]
+        results = []
+        for it in its:
+            results.append([x async for x in it])
     finally:
         await w.stop()
     for tag, got in zip("abc", results, strict=True):
