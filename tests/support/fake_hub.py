@@ -21,8 +21,11 @@ import json
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from types import TracebackType
 from urllib.parse import parse_qs, unquote, urlsplit
+
+import pytest
 
 LFS_SUFFIXES = (".safetensors", ".bin", ".npz", ".onnx", ".pt", ".pth")
 
@@ -270,3 +273,19 @@ def _make_handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                 self.wfile.write(body)
 
     return Handler
+
+
+def point_hub_at(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, endpoint: str) -> None:
+    """Point huggingface_hub at `endpoint`, including what it cached from the environment at import time."""
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+    monkeypatch.setattr(
+        constants, "HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}"
+    )
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    if hasattr(constants, "AGENT_HARNESSES_PATH"):  # fetched from ENDPOINT once a day by huggingface_hub
+        monkeypatch.setattr(constants, "AGENT_HARNESSES_PATH", str(tmp_path / "agent_harnesses.json"))
