@@ -41,6 +41,16 @@ class Metrics:
             "mlx_audio_model_load_seconds", "Model load time", ["model"], buckets=_LATENCY_BUCKETS, registry=r
         )
         self.resident_models = Gauge("mlx_audio_resident_models", "Models loaded in memory", registry=r)
+        self.jobs_completed = Gauge(
+            "mlx_audio_worker_jobs_completed", "Jobs the MLX worker finished", registry=r
+        )
+        self.jobs_cancelled = Gauge(
+            "mlx_audio_worker_jobs_cancelled", "Jobs cancelled because their client went away", registry=r
+        )
+        self.batches = Gauge("mlx_audio_worker_batches", "Batched passes run for streams", registry=r)
+        self.largest_batch = Gauge(
+            "mlx_audio_worker_largest_batch", "Most requests sharing one pass", registry=r
+        )
         self.resident_bytes = Gauge(
             "mlx_audio_resident_model_bytes", "Memory held by each loaded model", ["model"], registry=r
         )

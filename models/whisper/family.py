@@ -3,6 +3,7 @@ serve transcription/translation through the `Transcriber` protocol."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.resources
 import shutil
 from collections.abc import Iterator
@@ -36,11 +37,19 @@ class WhisperTranscriber:
 
     sample_rate = 16_000
 
-    def __init__(self, model: Whisper, tokenizer: WhisperTokenizer, loop: LoopOptions | None = None) -> None:
+    def __init__(
+        self,
+        model: Whisper,
+        tokenizer: WhisperTokenizer,
+        loop: LoopOptions | None = None,
+        *,
+        beam_size: int | None = None,
+    ) -> None:
         self.model = model
         self.backend = WhisperBackend(model, tokenizer)
         self.multilingual = self.backend.multilingual
         self.loop = loop or LoopOptions()
+        self.beam_size = beam_size  # the model's default search (the OpenAI API has no such field)
         # windows of concurrent requests decoded together: wide on a GPU, narrow on the CPU (compute-bound)
         self.max_batch = 16 if mx.default_device() == mx.gpu else 4
 
@@ -49,6 +58,8 @@ class WhisperTranscriber:
 
     def transcribe_stream(self, audio: np.ndarray, options: TranscribeOptions) -> Iterator[Any]:
         """Yields TranscriptionInfo, Segments, and `Batched` window requests (answered by the worker)."""
+        if options.beam_size is None and self.beam_size:
+            options = dataclasses.replace(options, beam_size=self.beam_size)
         return transcribe(
             self.backend, np.asarray(audio, np.float32), options, self.loop, max_batch=self.max_batch
         )
@@ -73,7 +84,10 @@ class WhisperFamily:
         tokenizer = WhisperTokenizer.from_file(
             model_dir, multilingual=cfg.is_multilingual, num_languages=cfg.num_languages
         )
-        transcriber = WhisperTranscriber(model, tokenizer)
+        beam = options.get("beam_size")
+        if beam is not None and not (isinstance(beam, int) and 1 <= beam <= 16):
+            raise WeightsError(f"model option beam_size must be an integer in 1..16, got {beam!r}")
+        transcriber = WhisperTranscriber(model, tokenizer, beam_size=beam if beam and beam > 1 else None)
         if mx.default_device() == mx.gpu:
             transcriber.warm_up()
         return transcriber

@@ -25,9 +25,20 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
+from models.layers import cpu
 from models.whisper.config import WhisperConfig
 
 KV = tuple[mx.array, mx.array]
+
+
+def _fast_cpu(x: mx.array) -> bool:
+    """Whether ``x`` takes the numpy-backed CPU kernels (float32 on the CPU device; GPUs stay pure MLX)."""
+    return x.dtype == mx.float32 and cpu.on_cpu()
+
+
+def gelu(x: mx.array) -> mx.array:
+    """Exact (erf) GELU; vectorised and threaded on the CPU, where MLX's scalar ``erf`` dominates."""
+    return cpu.gelu(x) if _fast_cpu(x) else nn.gelu(x)
 
 
 def sinusoids(length: int, channels: int, max_timescale: float = 10000.0) -> mx.array:
@@ -63,6 +74,8 @@ class MultiHeadAttention(nn.Module):
 
     def attend(self, q: mx.array, k: mx.array, v: mx.array, mask: mx.array | None = None) -> mx.array:
         """Heads ``q`` ``[B, H, Tq, Dh]`` over ``k, v`` ``[B, H, Tk, Dh]`` → projected output ``[B, Tq, D]``."""
+        if mask is None and _fast_cpu(q):  # MLX's scalar softmax is most of the encoder's time on a CPU
+            return self.out(cpu.attention(q, k, v, self.scale))
         o = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask)
         b, _, t, _ = o.shape
         return self.out(o.transpose(0, 2, 1, 3).reshape(b, t, -1))
@@ -86,7 +99,7 @@ class ResidualAttentionBlock(nn.Module):
         self.mlp_ln = nn.LayerNorm(n_state)
 
     def mlp(self, x: mx.array) -> mx.array:
-        return self.mlp2(nn.gelu(self.mlp1(self.mlp_ln(x))))
+        return self.mlp2(gelu(self.mlp1(self.mlp_ln(x))))
 
     def __call__(self, x: mx.array) -> mx.array:
         """Encoder block: ``[B, T, D]`` → ``[B, T, D]``."""
@@ -134,8 +147,8 @@ class AudioEncoder(nn.Module):
         expected = (2 * self.positional_embedding.shape[0], self.conv1.weight.shape[-1])
         if tuple(mel.shape[1:]) != expected:
             raise ValueError(f"mel must be [batch, {expected[0]}, {expected[1]}], got {tuple(mel.shape)}")
-        x = nn.gelu(self.conv1(mel.astype(self.conv1.weight.dtype)))
-        x = nn.gelu(self.conv2(x))
+        x = gelu(self.conv1(mel.astype(self.conv1.weight.dtype)))
+        x = gelu(self.conv2(x))
         x = x + self.positional_embedding
         for block in self.blocks:
             x = block(x)

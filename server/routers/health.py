@@ -45,7 +45,12 @@ async def ready(provider: ModelProvider = Depends(get_provider)) -> JSONResponse
 async def metrics(
     provider: ModelProvider = Depends(get_provider), m: Metrics = Depends(get_metrics)
 ) -> Response:
-    m.queue_depth.set(provider.worker.depth)
+    w = provider.worker
+    m.queue_depth.set(w.depth)
+    m.jobs_completed.set(w.completed)
+    m.jobs_cancelled.set(w.cancelled_jobs)
+    m.batches.set(w.batches_run)
+    m.largest_batch.set(w.largest_batch)
     m.resident_models.set(len(provider.resident()))
     m.resident_bytes.clear()
     for r in provider.resident():

