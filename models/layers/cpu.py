@@ -20,13 +20,16 @@ import glob
 import math
 import os
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import mlx.core as mx
 import numpy as np
 
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
+_STATE = threading.local()
 
 # Abramowitz & Stegun 7.1.26: erfc(z) ≈ t·P(t)·exp(-z²), t = 1 / (1 + p·z), |error in erf| ≤ 1.5e-7.
 _AS_P = 0.3275911
@@ -35,8 +38,20 @@ _GELU_BLOCK = 8192  # elements per inner step (32 KiB of float32 per scratch buf
 
 
 def on_cpu() -> bool:
-    """True when MLX computes on the CPU (where these paths pay off)."""
-    return mx.default_device() == mx.cpu
+    """True when MLX computes on the CPU (where these paths pay off) and this thread has not turned them
+    off with `disabled`."""
+    return mx.default_device() == mx.cpu and not getattr(_STATE, "disabled", False)
+
+
+@contextmanager
+def disabled() -> Iterator[None]:
+    """Pure-MLX within the block, in this thread: for code traced by ``mx.compile`` (no evaluation allowed)."""
+    before = getattr(_STATE, "disabled", False)
+    _STATE.disabled = True
+    try:
+        yield
+    finally:
+        _STATE.disabled = before
 
 
 def _single_threaded_blas() -> None:

@@ -1,0 +1,90 @@
+"""Settings precedence (flags > environment > TOML > defaults) and the `mlx-audio-server` command itself:
+`serve` in a subprocess answers the SDK and stops cleanly on SIGTERM; `models` lists the registry."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from server.settings import Settings
+from tests.support.live import free_port
+
+
+def test_precedence_flags_env_toml_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    toml = tmp_path / "s.toml"
+    toml.write_text('port = 9001\nidle_ttl = 5\nqueue_depth = 7\npreload = ["whisper-tiny.en"]\n')
+    monkeypatch.setenv("MLX_AUDIO_CONFIG_FILE", str(toml))
+    monkeypatch.setenv("MLX_AUDIO_QUEUE_DEPTH", "9")
+    s = Settings(idle_ttl=42)
+    assert (s.port, s.idle_ttl, s.queue_depth, s.preload) == (9001, 42, 9, ["whisper-tiny.en"])
+    assert s.max_upload_mb == 25 and s.host == "127.0.0.1" and s.cors_origins == []
+    assert s.cache_dir.is_absolute()
+    monkeypatch.setenv("MLX_AUDIO_CACHE_DIR", "relative/dir")
+    assert Settings().cache_dir == (Path.cwd() / "relative/dir")
+    monkeypatch.setenv("MLX_AUDIO_CONFIG_FILE", str(tmp_path / "missing.toml"))
+    with pytest.raises(ValueError, match="does not exist"):
+        Settings()
+
+
+def _cli(*args: str, env: dict[str, str] | None = None, **kw: object) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "server.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        **kw,
+    )  # type: ignore[call-overload]
+
+
+def test_models_command_lists_the_registry() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "server.cli", "models"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    lines = out.splitlines()
+    assert lines[0].split() == ["ID", "TASK", "FAMILY", "FORMAT", "DEFAULT", "FOR", "ALIASES"]
+    tiny = next(line for line in lines if line.startswith("whisper-tiny.en "))
+    assert "transcription" in tiny and "whisper-1" in tiny and "ctranslate2" in tiny
+
+
+def test_serve_command_answers_and_stops_cleanly(tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "MLX_AUDIO_CACHE_DIR": str(tmp_path / "cache"), "MLX_AUDIO_LOG_FORMAT": "json"}
+    proc = _cli("serve", "--port", str(port), "--api-key", "sk-cli", env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        with openai.OpenAI(base_url=f"{base}/v1", api_key="sk-cli", max_retries=0) as client:
+            assert "whisper-tiny.en" in {m.id for m in client.models.list().data}
+        assert httpx.get(f"{base}/v1/models").status_code == 401
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=60)
+    # uvicorn shuts down gracefully, then re-raises SIGTERM so the exit status tells how it ended
+    assert proc.returncode in (0, -signal.SIGTERM), err
+    assert '"msg": "Application shutdown complete."' in err
+    assert '"msg": "stopping: draining the MLX worker"' in err  # structured JSON logs
+    assert '"request_id": "req_' in err
+
+
+def test_serve_refuses_public_bind_without_key() -> None:
+    proc = _cli("serve", "--host", "0.0.0.0", "--port", str(free_port()))
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0 and "set an API key" in err
