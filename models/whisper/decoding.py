@@ -185,6 +185,7 @@ def greedy_decode(
             key, sub = mx.random.split(key) if key is not None else (None, None)
             nxt = mx.random.categorical(logits / options.temperature, key=sub)
         lp = mx.take_along_axis(_log_softmax(logits), nxt[:, None], axis=-1)[:, 0]
+        mx.eval(nxt, lp)  # one synchronisation per step
         toks, lpv = nxt.tolist(), lp.tolist()
         for r in range(n):
             if done[r]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import cache, lru_cache
+from typing import Any
 
 import mlx.core as mx
 import numpy as np
@@ -70,9 +71,13 @@ class WhisperSession:
     """Decoder rows sharing one forward pass per step. Prompts of different lengths are left-padded
     (`Whisper.decode(pad=...)` hides the filler), so rows from different requests can share a batch."""
 
-    def __init__(self, model: Whisper, cross_kv: list[KV]) -> None:
+    def __init__(self, model: Whisper, cross_kv: list[KV], step_fn: Any = None) -> None:
         self.model = model
         self.cross_kv = cross_kv
+        self.step_fn = step_fn or model.make_step(compile=False)
+        # A compiled step retraces for every new cache shape: keep one capacity on the GPU; on the CPU
+        # (eager) a shorter cache is cheaper to attend over.
+        self.fixed_capacity = mx.default_device() != mx.cpu
         self.n_vocab = model.config.n_vocab
         self.n_text_ctx = model.config.n_text_ctx
         self.cache: list[KV] = []
@@ -88,7 +93,8 @@ class WhisperSession:
         tokens = mx.array([[filler] * n + list(p) for n, p in zip(pads, prompts, strict=True)])
         self.pad = mx.array(pads) if any(pads) else None
         b = len(prompts)
-        self.cache = self.model.init_cache(b, min(self.n_text_ctx, length + SAMPLE_LEN))
+        capacity = self.n_text_ctx if self.fixed_capacity else min(self.n_text_ctx, length + SAMPLE_LEN)
+        self.cache = self.model.init_cache(b, capacity)
         logits, self.cache, _ = self.model.decode(tokens, self.cross_kv, self.cache, 0, pad=self.pad)
         self.offset = length
         at_sot = logits[mx.arange(b), mx.array([n + i for n, i in zip(pads, sot_index, strict=True)])]
@@ -96,8 +102,9 @@ class WhisperSession:
 
     def step(self, tokens: mx.array) -> mx.array:
         cache, self.cache = self.cache, []  # drop our reference so the update can reuse the buffers
-        logits, self.cache, _ = self.model.decode(
-            tokens[:, None], self.cross_kv, cache, self.offset, pad=self.pad
+        offset = mx.array(self.offset, dtype=mx.int32)
+        logits, self.cache = self.step_fn(
+            tokens[:, None].astype(mx.int32), self.cross_kv, cache, offset, self.pad
         )
         del cache
         self.offset += 1
@@ -138,6 +145,7 @@ class WhisperBackend:
             suppress=tuple(sorted(suppress)),
         )
         self._lang_tokens = mx.array(list(t.all_language_tokens)) if self.multilingual else None
+        self.step_fn = model.make_step()  # compiled on a GPU
 
     def log_mel(self, audio: np.ndarray) -> mx.array:
         """Mono 16 kHz float32 → [frames + 3000, n_mels] (30 s of zeros appended, as openai does)."""
@@ -152,7 +160,7 @@ class WhisperBackend:
         return kv
 
     def session(self, features: list[KV]) -> WhisperSession:
-        return WhisperSession(self.model, features)
+        return WhisperSession(self.model, features, self.step_fn)
 
     def detect_language(self, features: list[KV]) -> list[dict[str, float]]:
         assert self._lang_tokens is not None
