@@ -111,7 +111,49 @@ class LogitRules:
         if self.suppress_blank:
             blank[[*special.blank, special.eot]] = NEG_INF
         self.first = mx.array(blank)
+        self.base_host, self.first_host = base, blank
         self.vocab = mx.arange(n_vocab)[None, :]
+
+    def _limits(self, seq: Sequence[int]) -> tuple[int, int, bool, bool]:
+        """The timestamp rules for one row: (lowest allowed timestamp id, highest allowed id, text
+        forbidden, only a timestamp allowed)."""
+        sp = self.sp
+        last_ts = len(seq) >= 1 and seq[-1] >= sp.timestamp_begin
+        pen_ts = len(seq) < 2 or seq[-2] >= sp.timestamp_begin
+        ts = [t for t in seq if t >= sp.timestamp_begin]
+        low = sp.timestamp_begin
+        if ts:  # non-decreasing, and a segment must have non-zero length
+            low = ts[-1] if (last_ts and not pen_ts) else ts[-1] + 1
+        if last_ts and pen_ts:
+            low = self.n_vocab  # two timestamps in a row: text must follow
+        high = self.n_vocab
+        if len(seq) == 0 and self.max_initial is not None:
+            high = sp.timestamp_begin + self.max_initial
+        # after an opening timestamp a closing one may follow, not text; a segment starts with one
+        return low, high, last_ts and not pen_ts, len(seq) == 0
+
+    def apply_host(self, logits: np.ndarray, rows: Sequence[Sequence[int]]) -> np.ndarray:
+        """The same rules on the host, for the CPU, where numpy's vectorised exp is ~10x MLX's scalar one.
+        logits [B, V] float32 (not modified); returns the filtered copy."""
+        first = all(len(r) == 0 for r in rows)
+        x = logits + (self.first_host if first else self.base_host)
+        if not self.timestamps:
+            return x
+        tsb, eot = self.sp.timestamp_begin, self.sp.eot
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            for b, seq in enumerate(rows):
+                low, high, no_text, only_ts = self._limits(seq)
+                row = x[b]
+                row[tsb:low] = NEG_INF
+                row[high + 1 :] = NEG_INF
+                if no_text:
+                    row[:eot] = NEG_INF
+                if only_ts:
+                    row[:tsb] = NEG_INF
+                # if the timestamps together are likelier than any single text token, sample a timestamp
+                if _logsumexp(row[tsb:]) > row[:tsb].max():
+                    row[:tsb] = NEG_INF
+        return x
 
     def apply(self, logits: mx.array, rows: Sequence[Sequence[int]]) -> mx.array:
         """logits [B, V] float32; rows: the tokens sampled so far for each row."""
@@ -120,23 +162,7 @@ class LogitRules:
         if not self.timestamps:
             return logits
         sp, v = self.sp, self.vocab
-        lo, hi, no_text, only_ts = [], [], [], []
-        for seq in rows:
-            last_ts = len(seq) >= 1 and seq[-1] >= sp.timestamp_begin
-            pen_ts = len(seq) < 2 or seq[-2] >= sp.timestamp_begin
-            ts = [t for t in seq if t >= sp.timestamp_begin]
-            low = sp.timestamp_begin
-            if ts:  # non-decreasing, and a segment must have non-zero length
-                low = ts[-1] if (last_ts and not pen_ts) else ts[-1] + 1
-            if last_ts and pen_ts:
-                low = self.n_vocab  # two timestamps in a row: text must follow
-            high = self.n_vocab
-            if len(seq) == 0 and self.max_initial is not None:
-                high = sp.timestamp_begin + self.max_initial
-            lo.append(low)
-            hi.append(high)
-            no_text.append(last_ts and not pen_ts)  # a closing timestamp may follow, not text
-            only_ts.append(len(seq) == 0)  # a segment starts with a timestamp
+        lo, hi, no_text, only_ts = zip(*(self._limits(seq) for seq in rows), strict=True)
         lo_a, hi_a = mx.array(lo)[:, None], mx.array(hi)[:, None]
         no_text_a, only_ts_a = mx.array(no_text)[:, None], mx.array(only_ts)[:, None]
         is_ts = v >= sp.timestamp_begin
@@ -147,6 +173,26 @@ class LogitRules:
         ts_lp = mx.logsumexp(logprobs[:, sp.timestamp_begin :], axis=-1, keepdims=True)
         text_max = logprobs[:, : sp.timestamp_begin].max(axis=-1, keepdims=True)
         return mx.where((ts_lp > text_max) & ~is_ts, NEG_INF, logits)
+
+
+def _logsumexp(x: np.ndarray) -> float:
+    m = float(x.max())
+    if not np.isfinite(m):
+        return m
+    return m + float(np.log(np.exp(x - m).sum(dtype=np.float64)))
+
+
+def host_log_softmax(x: np.ndarray) -> np.ndarray:
+    """[B, V] float32 → log-probabilities (float32), computed on the host."""
+    m = x.max(axis=-1, keepdims=True)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        lse = m + np.log(np.exp(x - m).sum(axis=-1, keepdims=True, dtype=np.float64)).astype(np.float32)
+    return x - lse
+
+
+def on_host() -> bool:
+    """Logit rules and token selection run in numpy on the CPU (vectorised), in MLX on a GPU."""
+    return mx.default_device() == mx.cpu
 
 
 def _log_softmax(x: mx.array) -> mx.array:
@@ -177,16 +223,23 @@ def greedy_decode(
     lps: list[list[float]] = [[] for _ in range(n)]
     done = [False] * n
     budget = min(options.sample_len, session.n_text_ctx - max(len(p) for p in prompts))
+    host = on_host() and options.temperature == 0
     for i in range(budget):
-        logits = rules.apply(logits, [r.sampled for r in rows])
-        if options.temperature == 0:
-            nxt = mx.argmax(logits, axis=-1)
+        if host:
+            filtered = rules.apply_host(np.array(logits, dtype=np.float32), [r.sampled for r in rows])
+            picks = filtered.argmax(axis=-1)
+            toks = picks.tolist()
+            lpv = host_log_softmax(filtered)[np.arange(n), picks].tolist()
         else:
-            key, sub = mx.random.split(key) if key is not None else (None, None)
-            nxt = mx.random.categorical(logits / options.temperature, key=sub)
-        lp = mx.take_along_axis(_log_softmax(logits), nxt[:, None], axis=-1)[:, 0]
-        mx.eval(nxt, lp)  # one synchronisation per step
-        toks, lpv = nxt.tolist(), lp.tolist()
+            logits = rules.apply(logits, [r.sampled for r in rows])
+            if options.temperature == 0:
+                nxt = mx.argmax(logits, axis=-1)
+            else:
+                key, sub = mx.random.split(key) if key is not None else (None, None)
+                nxt = mx.random.categorical(logits / options.temperature, key=sub)
+            lp = mx.take_along_axis(_log_softmax(logits), nxt[:, None], axis=-1)[:, 0]
+            mx.eval(nxt, lp)  # one synchronisation per step
+            toks, lpv = nxt.tolist(), lp.tolist()
         for r in range(n):
             if done[r]:
                 continue
@@ -236,12 +289,16 @@ def beam_search_decode(
     finished: list[dict[tuple[int, ...], tuple[float, list[float]]]] = [{} for _ in range(n_audio)]
     budget = min(options.sample_len, session.n_text_ctx - max(len(p) for p in prompts))
     for step in range(budget):
-        logits = rules.apply(logits, seqs)
-        logprobs = _log_softmax(logits)
         k = beam + 1
-        top_idx = mx.argpartition(-logprobs, kth=k - 1, axis=-1)[:, :k]
-        top_lp = mx.take_along_axis(logprobs, top_idx, axis=-1)
-        idx_l, lp_l = top_idx.tolist(), top_lp.tolist()
+        if on_host():
+            host_lp = host_log_softmax(rules.apply_host(np.array(logits, dtype=np.float32), seqs))
+            top = np.argpartition(-host_lp, kth=k - 1, axis=-1)[:, :k]
+            idx_l, lp_l = top.tolist(), np.take_along_axis(host_lp, top, axis=-1).tolist()
+        else:
+            logprobs = _log_softmax(rules.apply(logits, seqs))
+            top_idx = mx.argpartition(-logprobs, kth=k - 1, axis=-1)[:, :k]
+            top_lp = mx.take_along_axis(logprobs, top_idx, axis=-1)
+            idx_l, lp_l = top_idx.tolist(), top_lp.tolist()
         new_seqs, new_lps, new_sums, sources, feed = [], [], [], [], []
         for a in range(n_audio):
             cands: dict[tuple[int, ...], tuple[float, int, float]] = {}
