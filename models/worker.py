@@ -14,11 +14,10 @@ import asyncio
 import contextlib
 import logging
 import threading
-import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 from models.errors import Cancelled, QueueFull, Unavailable
 
@@ -74,7 +73,6 @@ class _Job:
     in_flight: int = 0  # stream chunks produced but not yet consumed (guarded by the worker's lock)
     waiting: Batched | None = None  # a stream's pending batch request
     reply: Any = _NO_REPLY  # the result to send into the stream at its next step
-    submitted: float = field(default_factory=time.monotonic)
 
     def deliver(self, value: Any = None, exc: BaseException | None = None) -> None:
         def _set() -> None:
@@ -96,7 +94,7 @@ class _Job:
             self.cancelled.set()
 
 
-class _Failure(Generic[T]):
+class _Failure:
     def __init__(self, exc: BaseException) -> None:
         self.exc = exc
 
