@@ -76,13 +76,14 @@ def prepare_ours(ctx: dict[str, Any], beam: int, stats: dict[str, list[float]]) 
     import mlx.core as mx
 
     from models.tasks import Segment, TranscribeOptions
+    from models.whisper.host import HostSession
     from models.whisper.inference import WhisperSession
     from models.worker import drive
 
     tr = ctx["ours"]
     backend = tr.backend
     if not getattr(backend, "_bench_timed", False):  # time the stages by wrapping the backend (once)
-        encode, log_mel, step = backend.encode, backend.log_mel, WhisperSession.step
+        encode, log_mel = backend.encode, backend.log_mel
 
         def timed_encode(mel: Any) -> Any:
             t0 = time.perf_counter()
@@ -97,13 +98,17 @@ def prepare_ours(ctx: dict[str, Any], beam: int, stats: dict[str, list[float]]) 
             ctx["stage"]["mel_s"] += time.perf_counter() - t0
             return out
 
-        def counted_step(self: Any, tokens: Any) -> Any:
-            ctx["stage"]["steps"] += 1
-            ctx["stage"]["rows"] += tokens.shape[0]
-            return step(self, tokens)
+        def counting(step: Callable[..., Any]) -> Callable[..., Any]:
+            def counted_step(self: Any, tokens: Any) -> Any:
+                ctx["stage"]["steps"] += 1
+                ctx["stage"]["rows"] += tokens.shape[0]
+                return step(self, tokens)
+
+            return counted_step
 
         backend.encode, backend.log_mel = timed_encode, timed_log_mel
-        WhisperSession.step = counted_step  # type: ignore[method-assign]
+        for session in (WhisperSession, HostSession):  # MLX (GPU) and numpy (CPU float32) decoders
+            session.step = counting(session.step)  # type: ignore[method-assign]
         backend._bench_timed = True
     options = TranscribeOptions(language="en", beam_size=beam if beam > 1 else None)
 

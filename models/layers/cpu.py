@@ -20,9 +20,10 @@ import glob
 import math
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -35,7 +36,9 @@ _STATE = threading.local()
 # Abramowitz & Stegun 7.1.26: erfc(z) ≈ t·P(t)·exp(-z²), t = 1 / (1 + p·z), |error in erf| ≤ 1.5e-7.
 _AS_P = 0.3275911
 _AS_A = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
-_GELU_BLOCK = 8192  # elements per inner step (32 KiB of float32 per scratch buffer: stays in L1/L2)
+_GELU_BLOCK = (
+    65_536  # elements per numpy call: 256 KiB scratch buffers (L2); smaller blocks lose to GIL hand-offs
+)
 
 
 def on_cpu() -> bool:
@@ -55,17 +58,44 @@ def disabled() -> Iterator[None]:
         _STATE.disabled = before
 
 
-def _single_threaded_blas() -> None:
-    """Pool initializer: make numpy's bundled OpenBLAS single-threaded in this thread (best effort).
+_NO_SETTER = object()
+_blas_setter: object = None  # numpy's OpenBLAS `openblas_set_num_threads_local`, found on first use
 
-    OpenBLAS ≥ 0.3.27 has a per-thread setting; without it numpy's BLAS would start its own threads
-    inside each worker and the workers would oversubscribe the cores."""
-    libs = glob.glob(os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs", "*openblas*.so*"))
-    for path in libs:
-        try:
-            ctypes.CDLL(path).openblas_set_num_threads_local(1)
-        except (OSError, AttributeError):
-            continue
+
+def _numpy_blas_setter() -> Callable[[int], int] | None:
+    """numpy's bundled OpenBLAS thread-count setter (returns the previous count), or None."""
+    global _blas_setter
+    if _blas_setter is None:
+        _blas_setter = _NO_SETTER
+        pattern = os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs", "*openblas*.so*")
+        for path in glob.glob(pattern):
+            try:
+                fn = ctypes.CDLL(path).openblas_set_num_threads_local
+            except (OSError, AttributeError):
+                continue
+            fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
+            _blas_setter = fn
+            break
+    return None if _blas_setter is _NO_SETTER else _blas_setter  # type: ignore[return-value]
+
+
+@contextmanager
+def serial_blas() -> Iterator[None]:
+    """numpy's BLAS single-threaded within the block, then back to what it was (best effort).
+
+    Pool workers each run their own products: a multi-threaded BLAS inside each would oversubscribe the
+    cores (6 heads of attention: 184 ms instead of 67 ms). OpenBLAS's thread count is process-wide
+    (its ``_local`` setter only returns the old value), so it is lowered around the pool's work, not in
+    the workers: everywhere else (the decoder's memory-bound products) numpy keeps all its threads."""
+    setter = _numpy_blas_setter()
+    if setter is None:
+        yield
+        return
+    before = setter(1)
+    try:
+        yield
+    finally:
+        setter(max(before, 1))
 
 
 def pool() -> ThreadPoolExecutor:
@@ -74,7 +104,7 @@ def pool() -> ThreadPoolExecutor:
     with _POOL_LOCK:
         if _POOL is None:
             workers = max(1, min(os.cpu_count() or 1, 8))
-            _POOL = ThreadPoolExecutor(workers, "cpu-kernels", initializer=_single_threaded_blas)
+            _POOL = ThreadPoolExecutor(workers, "cpu-kernels")
         return _POOL
 
 
@@ -98,6 +128,23 @@ def _attend_one(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float, out: 
     np.divide(s @ v, denom, out=out)  # normalise the [Tq, Dh] result, not the [Tq, Tk] weights
 
 
+def attend(qn: np.ndarray, kn: np.ndarray, vn: np.ndarray, scale: float, out: np.ndarray) -> None:
+    """Unmasked softmax attention in numpy, (batch, head) pairs in parallel on the pool.
+
+    ``qn`` ``[B, H, Tq, Dh]``, ``kn, vn`` ``[B, H, Tk, Dh]`` (float32, any strides whose last one is 1) →
+    ``out`` ``[B, Tq, H, Dh]``, written in place."""
+    b, h = qn.shape[:2]
+    jobs = [(i, j) for i in range(b) for j in range(h)]
+    if len(jobs) == 1 or qn.shape[2] * kn.shape[2] < 65_536:  # small problems: the pool's overhead dominates
+        for i, j in jobs:
+            _attend_one(qn[i, j], kn[i, j], vn[i, j], scale, out[i, :, j])
+        return
+    with serial_blas():
+        done = pool().map(lambda ij: _attend_one(qn[ij], kn[ij], vn[ij], scale, out[ij[0], :, ij[1]]), jobs)
+        for _ in done:  # re-raise any worker exception
+            pass
+
+
 def attention(q: mx.array, k: mx.array, v: mx.array, scale: float) -> mx.array:
     """Unmasked softmax attention on the CPU, heads in parallel.
 
@@ -114,14 +161,7 @@ def attention(q: mx.array, k: mx.array, v: mx.array, scale: float) -> mx.array:
     if qn.dtype != np.float32:
         raise TypeError(f"cpu attention is float32-only, got {qn.dtype}")
     out = np.empty((b, tq, h, dh), np.float32)
-    jobs = [(i, j) for i in range(b) for j in range(h)]
-    if len(jobs) == 1 or tq * kn.shape[2] < 65_536:  # small problems: the pool's overhead dominates
-        for i, j in jobs:
-            _attend_one(qn[i, j], kn[i, j], vn[i, j], scale, out[i, :, j])
-    else:
-        done = pool().map(lambda ij: _attend_one(qn[ij], kn[ij], vn[ij], scale, out[ij[0], :, ij[1]]), jobs)
-        for _ in done:  # re-raise any worker exception
-            pass
+    attend(qn, kn, vn, scale, out)
     return mx.array(out).reshape(b, tq, h * dh)
 
 
@@ -178,3 +218,84 @@ def gelu(x: mx.array) -> mx.array:
         for _ in pool().map(lambda se: _gelu_rows(flat[se[0] : se[1]], out[se[0] : se[1]]), bounds):
             pass
     return mx.array(out).reshape(x.shape)
+
+
+def gelu_into(x: np.ndarray) -> np.ndarray:
+    """Exact (erf) GELU of a C-contiguous float32 numpy array, in place, in this thread; returns ``x``."""
+    if x.dtype != np.float32 or not x.flags.c_contiguous:
+        raise TypeError("gelu_into needs a C-contiguous float32 array")
+    flat = x.reshape(-1)
+    _gelu_rows(flat, flat)
+    return x
+
+
+def host_layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float = 1e-5) -> np.ndarray:
+    """LayerNorm over the last axis of a float32 numpy array (as ``nn.LayerNorm``)."""
+    mean = x.mean(axis=-1, keepdims=True)
+    centered = x - mean
+    var = np.einsum("...i,...i->...", centered, centered)[..., None] / np.float32(x.shape[-1])
+    centered *= 1.0 / np.sqrt(var + np.float32(eps))
+    centered *= weight
+    centered += bias
+    return centered
+
+
+def host_view(a: mx.array) -> np.ndarray:
+    """Zero-copy float32 numpy view of an MLX array (evaluated first; strides kept)."""
+    mx.eval(a)
+    out = np.asarray(a)
+    if out.dtype != np.float32:
+        raise TypeError(f"host kernels are float32-only, got {out.dtype}")
+    return out
+
+
+@dataclass(frozen=True)
+class HostLinear:
+    """``nn.Linear`` in numpy over views of its parameters (BLAS reads the ``[out, in]`` weight transposed,
+    no copy)."""
+
+    weight: np.ndarray
+    bias: np.ndarray | None
+
+    @classmethod
+    def of(cls, layer: nn.Linear) -> HostLinear:
+        return cls(host_view(layer.weight), host_view(layer.bias) if "bias" in layer else None)
+
+    def __call__(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        y = np.matmul(x, self.weight.T, out=out)
+        if self.bias is not None:
+            y += self.bias
+        return y
+
+
+@dataclass(frozen=True)
+class HostNorm:
+    """``nn.LayerNorm`` in numpy over views of its parameters."""
+
+    weight: np.ndarray
+    bias: np.ndarray
+    eps: float
+
+    @classmethod
+    def of(cls, layer: nn.LayerNorm) -> HostNorm:
+        return cls(host_view(layer.weight), host_view(layer.bias), float(layer.eps))
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return host_layer_norm(x, self.weight, self.bias, self.eps)
+
+
+def row_chunks(n_rows: int, chunk: int) -> list[slice]:
+    """``[0, n_rows)`` cut into slices of at most ``chunk`` rows."""
+    return [slice(s, min(s + chunk, n_rows)) for s in range(0, n_rows, chunk)]
+
+
+def parallel_rows(fn: Callable[[slice], None], n_rows: int, chunk: int = 128) -> None:
+    """Run ``fn(rows)`` over row chunks on the pool, each worker with single-threaded BLAS: row-wise work
+    (layer norms, projections, MLPs) splits across cores without BLAS threads of its own."""
+    slices = row_chunks(n_rows, chunk)
+    if len(slices) == 1:
+        fn(slices[0])
+        return
+    with serial_blas():
+        for _ in pool().map(fn, slices):  # re-raise any worker exception
+            pass

@@ -44,6 +44,14 @@ class Session(Protocol):
         ...
 
 
+def left_pad(prompts: Sequence[Sequence[int]], filler: int) -> tuple[list[list[int]], list[int]]:
+    """Prompts of different lengths as rows of one batch: each left-padded with ``filler`` (any id: the
+    session masks padded positions out). Returns (rows, pad per row)."""
+    length = max(len(p) for p in prompts)
+    pads = [length - len(p) for p in prompts]
+    return [[filler] * n + list(p) for n, p in zip(pads, prompts, strict=True)], pads
+
+
 @dataclass(frozen=True)
 class SpecialTokens:
     eot: int

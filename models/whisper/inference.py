@@ -10,8 +10,11 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 
+from models.layers import cpu
 from models.whisper.audio import N_SAMPLES, log_mel_spectrogram
-from models.whisper.decoding import SpecialTokens
+from models.whisper.decoding import Session, SpecialTokens, left_pad
+from models.whisper.host import HostDecoder, HostSession
+from models.whisper.host_encoder import HostEncoder
 from models.whisper.model import KV, Whisper
 from models.whisper.tokenizer import LANGUAGES, WhisperTokenizer
 
@@ -87,12 +90,10 @@ class WhisperSession:
     def prefill(
         self, prompts: Sequence[Sequence[int]], sot_index: Sequence[int]
     ) -> tuple[mx.array, mx.array]:
-        length = max(len(p) for p in prompts)
-        pads = [length - len(p) for p in prompts]
-        filler = self.model.config.n_vocab - 1  # any id: padded positions are masked out
-        tokens = mx.array([[filler] * n + list(p) for n, p in zip(pads, prompts, strict=True)])
+        rows, pads = left_pad(prompts, self.n_vocab - 1)
+        tokens = mx.array(rows)
         self.pad = mx.array(pads) if any(pads) else None
-        b = len(prompts)
+        b, length = tokens.shape
         capacity = self.n_text_ctx if self.fixed_capacity else min(self.n_text_ctx, length + SAMPLE_LEN)
         self.cache = self.model.init_cache(b, capacity)
         logits, self.cache, _ = self.model.decode(tokens, self.cross_kv, self.cache, 0, pad=self.pad)
@@ -146,6 +147,16 @@ class WhisperBackend:
         )
         self._lang_tokens = mx.array(list(t.all_language_tokens)) if self.multilingual else None
         self.step_fn = model.make_step()  # compiled on a GPU
+        self._host: tuple[HostEncoder, HostDecoder] | None = None
+
+    def _host_model(self) -> tuple[HostEncoder, HostDecoder] | None:
+        """The numpy encoder and decoder for float32 on the CPU (made on first use), else None (GPU, other
+        dtypes, quantized layers)."""
+        if not cpu.on_cpu() or not HostDecoder.supports(self.model):
+            return None
+        if self._host is None:
+            self._host = (HostEncoder(self.model), HostDecoder(self.model))
+        return self._host
 
     def log_mel(self, audio: np.ndarray) -> mx.array:
         """Mono 16 kHz float32 → [frames + 3000, n_mels] (30 s of zeros appended, as openai does)."""
@@ -154,12 +165,28 @@ class WhisperBackend:
         return mel
 
     def encode(self, mel: mx.array) -> list[KV]:
-        """[B, 3000, n_mels] → per-layer cross-attention K/V of the audio features (computed once)."""
-        kv = self.model.cross_kv(self.model.embed_audio(mel))
+        """[B, 3000, n_mels] → per-layer cross-attention K/V of the audio features (computed once), each
+        ``[B, n_text_head, n_audio_ctx, head_dim]``."""
+        host = self._host_model()
+        if host is None:
+            kv = self.model.cross_kv(self.model.embed_audio(mel))
+        else:  # head-major copies: each decode step reads every head's keys as one contiguous block
+            b, t, d = mel.shape[0], self.config.n_audio_ctx, self.config.n_text_state
+            heads = (b, t, self.config.n_text_head, d // self.config.n_text_head)
+            kv = [
+                (
+                    mx.array(k.reshape(heads).transpose(0, 2, 1, 3)),
+                    mx.array(v.reshape(heads).transpose(0, 2, 1, 3)),
+                )
+                for k, v in host[0](np.asarray(mel))
+            ]
         mx.eval(kv)
         return kv
 
-    def session(self, features: list[KV]) -> WhisperSession:
+    def session(self, features: list[KV]) -> Session:
+        host = self._host_model()
+        if host is not None:
+            return HostSession(host[1], features, self.config.n_vocab, self.n_text_ctx, SAMPLE_LEN)
         return WhisperSession(self.model, features, self.step_fn)
 
     def detect_language(self, features: list[KV]) -> list[dict[str, float]]:

@@ -175,7 +175,9 @@ class TextDecoder(nn.Module):
     def refresh_projection(self) -> None:
         """Re-make the ``[D, n_vocab]`` row-contiguous copy of the (tied) token embedding used for logits."""
         emb = self.token_embedding
-        if isinstance(emb, nn.QuantizedEmbedding):
+        # Not on the CPU: float32 decoding there runs in numpy (`models.whisper.host`), which reads the
+        # embedding itself; the copy would only cost memory (80 MB for tiny.en, 260 MB for large-v3).
+        if isinstance(emb, nn.QuantizedEmbedding) or mx.default_device() == mx.cpu:
             self._proj = self._proj_source = None
             return
         self._proj_source = emb.weight

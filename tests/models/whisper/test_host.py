@@ -1,0 +1,120 @@
+"""The numpy CPU path (`HostEncoder`, `HostDecoder`/`HostSession`) against the MLX model it stands in for,
+on the real tiny.en and base weights: same numbers to float32 rounding, and the backend routes to it only
+where it applies."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from models.whisper.audio import N_FRAMES, N_SAMPLES, log_mel_spectrogram
+from models.whisper.host import HostDecoder, HostSession
+from models.whisper.host_encoder import HostEncoder
+from models.whisper.inference import SAMPLE_LEN, WhisperBackend, WhisperSession
+from models.whisper.model import Whisper
+from tests.models.whisper.conftest import load_tokenizer, load_whisper
+from tests.models.whisper.test_parity import _audio
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_en_dir: Path) -> Whisper:
+    return load_whisper(tiny_en_dir)
+
+
+def _mel(*names: str) -> mx.array:
+    mels = [log_mel_spectrogram(mx.array(_audio(n)), 80, padding=N_SAMPLES)[:N_FRAMES] for n in names]
+    return mx.stack(mels)
+
+
+def _rel(got: np.ndarray, want: np.ndarray) -> float:
+    return float(np.abs(got - want).max() / np.abs(want).max())
+
+
+@pytest.mark.parametrize("model_name", ["tiny", "base"])
+def test_host_encoder_matches_mlx_encoder(model_name: str, tiny: Whisper, base_dir: Path) -> None:
+    model = tiny if model_name == "tiny" else load_whisper(base_dir)
+    mel = _mel("jfk", "beckett")  # two windows in one batch
+    want = model.cross_kv(model.embed_audio(mel))
+    got = HostEncoder(model)(np.array(mel))
+    assert len(got) == model.config.n_text_layer
+    b, t, d = 2, model.config.n_audio_ctx, model.config.n_text_state
+    heads = (b, t, model.config.n_text_head, d // model.config.n_text_head)
+    for (wk, wv), (gk, gv) in zip(want, got, strict=True):
+        assert gk.shape == gv.shape == (b, t, d)
+        for g, w in ((gk, wk), (gv, wv)):
+            # float32 sums in another order (BLAS blocking, numpy softmax, A&S erf) through every layer:
+            # measured 5.8e-5 of the scale (tiny.en)
+            assert _rel(g.reshape(heads).transpose(0, 2, 1, 3), np.array(w)) < 2e-4
+
+
+def test_host_encoder_rejects_a_wrong_frame_count(tiny: Whisper) -> None:
+    with pytest.raises(ValueError, match="3000 frames"):
+        HostEncoder(tiny)(np.zeros((1, 2999, 80), np.float32))
+
+
+def _sessions(model: Whisper, mel: mx.array) -> tuple[HostSession, WhisperSession]:
+    xkv = model.cross_kv(model.embed_audio(mel))
+    mx.eval(xkv)
+    cfg = model.config
+    return HostSession(HostDecoder(model), xkv, cfg.n_vocab, cfg.n_text_ctx, SAMPLE_LEN), WhisperSession(
+        model, xkv
+    )
+
+
+def test_host_decoder_steps_match_mlx_with_left_padding(tiny: Whisper, tiny_en_dir: Path) -> None:
+    tok = load_tokenizer(tiny_en_dir, tiny.config)
+    host, ref = _sessions(tiny, _mel("jfk", "two_cities_16k"))
+    sot = list(tok.sot_sequence)
+    prompts = [sot, [tok.sot_prev, *tok.encode(" earlier text of this request"), *sot]]  # row 0 is padded
+    sot_index = [0, len(prompts[1]) - len(sot)]
+    (h_last, h_sot), (r_last, r_sot) = host.prefill(prompts, sot_index), ref.prefill(prompts, sot_index)
+    assert _rel(np.array(h_last), np.array(r_last)) < 1e-5
+    assert _rel(np.array(h_sot), np.array(r_sot)) < 1e-5
+    tokens = mx.argmax(r_last, axis=-1)
+    for _ in range(12):  # both sessions fed the reference's greedy choices
+        h, r = host.step(tokens), ref.step(tokens)
+        assert h.shape == r.shape == (2, tiny.config.n_vocab)
+        assert _rel(np.array(h), np.array(r)) < 1e-5
+        assert np.array_equal(np.argmax(np.array(h), -1), np.array(mx.argmax(r, -1)))
+        tokens = mx.argmax(r, axis=-1)
+    assert host.offset == ref.offset
+
+
+def test_host_beams_share_audio_and_reorder_like_mlx(tiny: Whisper, tiny_en_dir: Path) -> None:
+    tok = load_tokenizer(tiny_en_dir, tiny.config)
+    host, ref = _sessions(tiny, _mel("jfk", "beckett"))
+    prompts = [list(tok.sot_sequence)] * 2
+    host.prefill(prompts, [0, 0])
+    ref.prefill(prompts, [0, 0])
+    expand = mx.array([0, 0, 0, 1, 1, 1])  # three beams per audio
+    host.reorder(expand)
+    ref.reorder(expand)
+    assert host.cross[0][0].shape[0] == 2  # the audio's keys are not copied per beam
+    tokens = mx.array([440, 1820, 50364, 440, 383, 50364])
+    for order in ([2, 0, 1, 5, 5, 3], [0, 1, 2, 3, 4, 5], [1, 1, 1, 4, 3, 4]):
+        h, r = host.step(tokens), ref.step(tokens)
+        assert _rel(np.array(h), np.array(r)) < 1e-5
+        host.reorder(mx.array(order))
+        ref.reorder(mx.array(order))
+        tokens = mx.argmax(r, axis=-1)
+    assert _rel(np.array(host.step(tokens)), np.array(ref.step(tokens))) < 1e-5
+    assert host.audio_of_row.tolist() == [0, 0, 0, 1, 1, 1]  # row 5 stayed on the second audio
+
+
+def test_backend_uses_the_host_path_only_for_float32_on_the_cpu(tiny: Whisper, tiny_en_dir: Path) -> None:
+    backend = WhisperBackend(tiny, load_tokenizer(tiny_en_dir, tiny.config))
+    features = backend.encode(_mel("jfk"))
+    assert isinstance(backend.session(features), HostSession)
+    want = tiny.cross_kv(tiny.embed_audio(_mel("jfk")))
+    assert _rel(np.array(features[0][0]), np.array(want[0][0])) < 2e-4  # same layout as the MLX path
+
+    half = load_whisper(tiny_en_dir, dtype=mx.float16)
+    assert not HostDecoder.supports(half)
+    assert isinstance(
+        WhisperBackend(half, load_tokenizer(tiny_en_dir, half.config)).session(features), WhisperSession
+    )
