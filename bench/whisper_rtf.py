@@ -402,7 +402,15 @@ def main() -> None:
     p.add_argument("--cache", default=os.environ.get("MLX_AUDIO_CACHE", "/tmp/mlxcache"))
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--report", action="store_true", help="print the table from --out and exit")
-    args = p.parse_args()
+    run_and_report(p.parse_args(), measure, table)
+
+
+def run_and_report(
+    args: argparse.Namespace,
+    measure: Callable[[argparse.Namespace], dict[str, Any]],
+    table: Callable[[dict[str, Any]], str],
+) -> None:
+    """``--report``: print the table from ``--out``; else measure, write ``--out`` and print the table."""
     if args.report:
         print(table(json.loads(args.out.read_text())))
         return

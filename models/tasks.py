@@ -28,6 +28,10 @@ class TranscribeOptions:
     word_timestamps: bool = False
     logprobs: bool = False
     beam_size: int | None = None  # None = greedy
+    # Speech regions [(start, end), ...] in samples, from a voice-activity detector: when given, the
+    # audio is cut into independent ≤ 30-s chunks along them, decoded as one batch (OpenAI's
+    # `chunking_strategy`); None = one block, decoded window after window with seeking.
+    speech: tuple[tuple[int, int], ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -115,3 +119,43 @@ def collect_transcription(events: Iterator[Any]) -> Transcription:
     if info is None:
         raise RuntimeError("transcriber yielded no TranscriptionInfo")
     return Transcription(info=info, segments=segments)
+
+
+# --- voice activity detection ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VadOptions:
+    """How speech probabilities become speech regions (Silero's `get_speech_timestamps` parameters; the
+    OpenAI `server_vad` fields map to threshold, `silence_duration_ms` and `prefix_padding_ms`)."""
+
+    threshold: float = 0.5  # speech starts above this probability and ends below threshold − 0.15
+    min_speech_ms: int = 250  # shorter speech regions are dropped
+    min_silence_ms: int = 100  # a region ends after this much silence
+    speech_pad_ms: int = 30  # added at both ends of every region
+    max_speech_s: float = float("inf")  # longer regions are split (at a silence where possible)
+
+    @classmethod
+    def for_windows(
+        cls, window_s: float, *, threshold: float = 0.5, silence_ms: int = 100, pad_ms: int = 300
+    ) -> VadOptions:
+        """Options for cutting a file into windows of `window_s` (Whisper: 30 s): long speech is split so
+        that a region with its padding at both ends fits one window."""
+        pad_ms = min(pad_ms, 2_000)
+        max_speech = max(1.0, window_s - 2 * pad_ms / 1000)
+        return cls(
+            threshold=threshold, min_silence_ms=silence_ms, speech_pad_ms=pad_ms, max_speech_s=max_speech
+        )
+
+
+@runtime_checkable
+class VoiceActivityDetector(Protocol):
+    sample_rate: int  # the rate `audio` must be at (Hz), mono float32
+
+    def speech_probabilities(self, audio: np.ndarray) -> np.ndarray:
+        """Probability of speech for each consecutive window of the audio (float32, one per window)."""
+        ...
+
+    def speech_segments(self, audio: np.ndarray, options: VadOptions) -> list[tuple[int, int]]:
+        """Speech regions as sample ranges [start, end), in order, not overlapping."""
+        ...

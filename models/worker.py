@@ -35,12 +35,30 @@ class Batched:
     The worker gathers the requests with the same `key` from all active streams, calls `fn` once with
     their payloads (at most `max_batch`), and sends each stream its own element of the result. Outside
     the worker, `drive()` answers requests one at a time.
+
+    With `many=True`, `payload` is a list of independent items (e.g. the windows of one long file) and
+    the reply is the list of their results, in order: the items join the batches like items of separate
+    streams, so one request's items share passes with each other and with other requests'.
     """
 
     key: Hashable
     payload: Any
     fn: Callable[[list[Any]], Sequence[Any]]
     max_batch: int = 16
+    many: bool = False
+
+    def items(self) -> list[Any]:
+        return list(self.payload) if self.many else [self.payload]
+
+    def reply(self, results: list[Any]) -> Any:
+        return results if self.many else results[0]
+
+
+def _compute(fn: Callable[[list[Any]], Sequence[Any]], payloads: list[Any]) -> list[Any]:
+    results = list(fn(payloads))
+    if len(results) != len(payloads):
+        raise RuntimeError(f"batch function returned {len(results)} results for {len(payloads)} items")
+    return results
 
 
 def drive(gen: Iterator[Any]) -> Iterator[Any]:
@@ -52,7 +70,9 @@ def drive(gen: Iterator[Any]) -> Iterator[Any]:
         except StopIteration:
             return
         if isinstance(item, Batched):
-            reply = item.fn([item.payload])[0]
+            items, size = item.items(), max(1, item.max_batch if item.many else 1)
+            results = [r for i in range(0, len(items), size) for r in _compute(item.fn, items[i : i + size])]
+            reply = item.reply(results)
             continue
         reply = _NO_REPLY
         yield item
@@ -387,27 +407,35 @@ class MLXWorker:
         job.push(item)
 
     def _run_batches(self, waiting: list[_Job]) -> None:
-        groups: dict[Hashable, list[_Job]] = {}
+        """Group the waiting streams' items by key, compute each group in chunks of `max_batch`, and
+        hand every stream its reply (a failed chunk fails the streams that had items in it)."""
+        requests: dict[_Job, Batched] = {}
+        groups: dict[Hashable, list[tuple[_Job, int, Any]]] = {}
         for job in waiting:
             assert job.waiting is not None
-            groups.setdefault(job.waiting.key, []).append(job)
-        for jobs in groups.values():
-            limit = max(1, jobs[0].waiting.max_batch if jobs[0].waiting else 1)
-            for start in range(0, len(jobs), limit):
-                chunk = jobs[start : start + limit]
-                requests = [j.waiting for j in chunk]
-                assert all(r is not None for r in requests)
+            requests[job] = job.waiting
+            for i, payload in enumerate(job.waiting.items()):
+                groups.setdefault(job.waiting.key, []).append((job, i, payload))
+        results: dict[_Job, list[Any]] = {job: [None] * len(r.items()) for job, r in requests.items()}
+        failed: dict[_Job, BaseException] = {}
+        for entries in groups.values():
+            first = requests[entries[0][0]]
+            limit = max(1, first.max_batch)
+            for start in range(0, len(entries), limit):
+                chunk = entries[start : start + limit]
                 self.batches_run += 1
                 self.largest_batch = max(self.largest_batch, len(chunk))
                 try:
-                    results = requests[0].fn([r.payload for r in requests])  # type: ignore[union-attr]
-                    if len(results) != len(chunk):
-                        raise RuntimeError(f"batch function returned {len(results)} results for {len(chunk)}")
-                    replies: list[Any] = list(results)
+                    out = _compute(first.fn, [payload for _, _, payload in chunk])
                 except BaseException as exc:
-                    replies = [_Failure(exc)] * len(chunk)
-                for job, reply in zip(chunk, replies, strict=True):
-                    job.waiting, job.reply = None, reply
+                    for job, _, _ in chunk:
+                        failed.setdefault(job, exc)
+                    continue
+                for (job, i, _), r in zip(chunk, out, strict=True):
+                    results[job][i] = r
+        for job, request in requests.items():
+            job.waiting = None
+            job.reply = _Failure(failed[job]) if job in failed else request.reply(results[job])
 
     def _close(self, job: _Job, gen: Iterator[Any], *, cancelled: bool) -> None:
         if cancelled:

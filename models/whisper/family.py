@@ -17,6 +17,7 @@ from models.errors import WeightsError
 from models.tasks import TranscribeOptions
 from models.weights import load_into, maybe_quantize, read_config, read_safetensors
 from models.whisper import convert
+from models.whisper.chunked import transcribe_chunks
 from models.whisper.config import WhisperConfig
 from models.whisper.inference import WhisperBackend
 from models.whisper.model import Whisper
@@ -60,9 +61,8 @@ class WhisperTranscriber:
         """Yields TranscriptionInfo, Segments, and `Batched` window requests (answered by the worker)."""
         if options.beam_size is None and self.beam_size:
             options = dataclasses.replace(options, beam_size=self.beam_size)
-        return transcribe(
-            self.backend, np.asarray(audio, np.float32), options, self.loop, max_batch=self.max_batch
-        )
+        run = transcribe if options.speech is None else transcribe_chunks
+        return run(self.backend, np.asarray(audio, np.float32), options, self.loop, max_batch=self.max_batch)
 
     def warm_up(self) -> None:
         """One encoder pass and a few decoder steps, so kernels are compiled before the first request."""

@@ -247,7 +247,6 @@ def transcribe(
     """
     check_options(backend, options)
     tok = backend.tokenizer
-    sp = backend.special
     mel = backend.log_mel(audio)  # [frames + 3000 padding, n_mels]
     content_frames = mel.shape[0] - N_FRAMES
     duration = len(audio) / SAMPLE_RATE
@@ -275,7 +274,7 @@ def transcribe(
         prompt = all_tokens[prompt_reset_since:]
         prefix = (tok.sot_prev, *prompt[-(backend.n_text_ctx // 2 - 1) :]) if prompt else ()
         job = WindowJob(
-            _pad_window(mel[seek : seek + segment_size]),
+            pad_window(mel[seek : seek + segment_size]),
             prefix,
             language,
             options.task,
@@ -292,34 +291,68 @@ def transcribe(
         if is_silence(result, loop):
             seek += segment_size
             continue
-        time_offset = seek * HOP_LENGTH / SAMPLE_RATE
-        segments, next_seek, single_ending = split_segments(
-            result.tokens, sp.timestamp_begin, seek, segment_size
+        segments, next_seek, last_speech = parse_window(
+            backend, window, seek, segment_size, options, last_speech
         )
-        if options.word_timestamps and result.tokens:
-            last_speech = _add_words(
-                backend,
-                window.features,
-                window.sot_sequence,
-                segments,
-                segment_size,
-                time_offset,
-                last_speech,
-                language,
-            )
-            if not single_ending:
-                ends = [w.end for s in segments for w in s.words]
-                if ends and ends[-1] > time_offset:
-                    next_seek = round(ends[-1] * FRAMES_PER_SECOND)
         seek = next_seek if next_seek > seek else seek + segment_size  # always move forward
         for s in segments:
-            text_tokens = [t for t in s.tokens if t < sp.eot]
-            text = tok.decode(text_tokens)
             all_tokens.extend(s.tokens)
-            if s.start == s.end or not text.strip():
-                continue
-            yield Segment(
-                id=seg_id,
+        for segment in to_segments(tok, result, segments, seg_id, options):
+            yield segment
+            seg_id += 1
+        if not loop.condition_on_previous_text or result.temperature > loop.prompt_reset_temperature:
+            prompt_reset_since = len(all_tokens)
+
+
+def parse_window(
+    backend: Backend,
+    window: WindowResult,
+    seek: int,
+    segment_size: int,
+    options: TranscribeOptions,
+    last_speech: float,
+) -> tuple[list[TimedSegment], int, float]:
+    """A decoded window (starting at mel frame `seek`, `segment_size` frames of audio) as timed segments,
+    with words when asked. Returns (segments, next seek, end of the last word so far)."""
+    result = window.decoded
+    time_offset = seek * HOP_LENGTH / SAMPLE_RATE
+    segments, next_seek, single_ending = split_segments(
+        result.tokens, backend.special.timestamp_begin, seek, segment_size
+    )
+    if options.word_timestamps and result.tokens:
+        last_speech = _add_words(
+            backend,
+            window.features,
+            window.sot_sequence,
+            segments,
+            segment_size,
+            time_offset,
+            last_speech,
+            window.language,
+        )
+        if not single_ending:
+            ends = [w.end for s in segments for w in s.words]
+            if ends and ends[-1] > time_offset:
+                next_seek = round(ends[-1] * FRAMES_PER_SECOND)
+    return segments, next_seek, last_speech
+
+
+def to_segments(
+    tok: Tokenizer,
+    result: DecodedWindow,
+    segments: list[TimedSegment],
+    first_id: int,
+    options: TranscribeOptions,
+) -> list[Segment]:
+    """The API's segments for a window's timed segments, numbered from `first_id`; empty ones dropped."""
+    out = []
+    for s in segments:
+        text = tok.decode([t for t in s.tokens if t < tok.eot])
+        if s.start == s.end or not text.strip():
+            continue
+        out.append(
+            Segment(
+                id=first_id + len(out),
                 seek=s.seek,
                 start=round(s.start, 3),
                 end=round(s.end, 3),
@@ -332,12 +365,11 @@ def transcribe(
                 words=[Word(w.word, w.start, w.end, w.probability) for w in s.words],
                 logprobs=_token_logprobs(tok, result, s.tokens) if options.logprobs else [],
             )
-            seg_id += 1
-        if not loop.condition_on_previous_text or result.temperature > loop.prompt_reset_temperature:
-            prompt_reset_since = len(all_tokens)
+        )
+    return out
 
 
-def _pad_window(window: mx.array) -> mx.array:
+def pad_window(window: mx.array) -> mx.array:
     n = window.shape[0]
     if n == N_FRAMES:
         return window

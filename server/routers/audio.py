@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
@@ -13,12 +14,21 @@ from starlette.datastructures import FormData, UploadFile
 
 from models.errors import DomainError, InvalidRequest
 from models.provider import ModelProvider
-from models.tasks import Segment, TranscribeOptions, Transcriber, Transcription, TranscriptionInfo
+from models.tasks import (
+    Segment,
+    TranscribeOptions,
+    Transcriber,
+    Transcription,
+    TranscriptionInfo,
+    VadOptions,
+    VoiceActivityDetector,
+)
 from server import render
 from server.deps import get_metrics, get_provider, get_settings, until_disconnect
 from server.errors import ApiError, domain_error_payload
 from server.metrics import Metrics
 from server.schemas.audio import (
+    ServerVad,
     TranscriptionParams,
     TranslationParams,
     multipart_schema,
@@ -103,6 +113,7 @@ async def _transcribe(
     options: TranscribeOptions,
     stream: bool,
     render_body: Any,
+    vad: VadOptions | None = None,
 ) -> Response:
     spec = provider.registry.for_task(model_name, "translation" if task == "translate" else "transcription")
     wave = await decode_upload(
@@ -115,6 +126,8 @@ async def _transcribe(
     try:
         model: Transcriber = await stack.enter_async_context(provider.use(spec.id))
         model.check(options)
+        if vad is not None:
+            options = dataclasses.replace(options, speech=await _speech(provider, wave.samples[:, 0], vad))
         events = await provider.worker.stream(model.transcribe_stream, wave.samples[:, 0], options)
     except BaseException:
         await stack.aclose()
@@ -147,6 +160,18 @@ async def _transcribe(
     result = await until_disconnect(request, collect())
     observe()
     return render_body(result)
+
+
+async def _speech(provider: ModelProvider, audio: Any, options: VadOptions) -> tuple[tuple[int, int], ...]:
+    """Speech regions of 16-kHz `audio` from the default voice-activity model."""
+    vad_spec = provider.registry.default_for("vad")
+    if vad_spec is None:
+        raise InvalidRequest(
+            "No voice-activity model is configured for chunking_strategy.", param="chunking_strategy"
+        )
+    async with provider.use(vad_spec.id) as detector:
+        vad: VoiceActivityDetector = detector
+        return tuple(await provider.worker.run(vad.speech_segments, audio, options))
 
 
 async def _sse(
@@ -227,10 +252,6 @@ async def _transcriptions(
 ) -> Response:
     p: TranscriptionParams = validate_params(TranscriptionParams, normalise_form(fields))
     check_format(p.response_format, p.timestamp_granularities, p.include)
-    if p.chunking_strategy is not None and p.chunking_strategy != "auto":
-        raise InvalidRequest(
-            "chunking_strategy 'server_vad' is not available yet: use 'auto'.", param="chunking_strategy"
-        )
     language = p.language or (p.languages[0] if len(p.languages) == 1 else None)
     prompt = p.prompt
     if p.keywords:
@@ -260,7 +281,32 @@ async def _transcriptions(
         options=options,
         stream=p.stream,
         render_body=render_body,
+        vad=vad_options(p.chunking_strategy),
     )
+
+
+# A chunk is one 30-s window: its speech plus the padding at both ends must fit.
+_WINDOW_S = 30.0
+
+
+def vad_options(strategy: Literal["auto"] | ServerVad | None) -> VadOptions | None:
+    """OpenAI's `chunking_strategy` as voice-activity options for 30-s windows: None = one block (no VAD);
+    "auto" = the detector's defaults with 300 ms of padding; `server_vad` = its threshold,
+    `silence_duration_ms` (the silence that ends a region) and `prefix_padding_ms` (audio kept around
+    each region)."""
+    if strategy is None:
+        return None
+    if strategy == "auto":
+        return VadOptions.for_windows(_WINDOW_S)
+    return VadOptions.for_windows(
+        _WINDOW_S,
+        threshold=strategy.threshold,
+        silence_ms=strategy.silence_duration_ms,
+        pad_ms=strategy.prefix_padding_ms,
+    )
+
+
+_WINDOW_S = 30.0  # what one transcription window holds (Whisper's)
 
 
 @router.post(
@@ -291,4 +337,5 @@ async def translations(
             options=options,
             stream=False,
             render_body=render_body,
+            vad=vad_options(p.chunking_strategy),
         )

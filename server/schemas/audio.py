@@ -54,6 +54,7 @@ class TranslationParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str = Field(min_length=1, max_length=256)
+    chunking_strategy: Literal["auto"] | ServerVad | None = None
     prompt: str | None = Field(None, max_length=4096)
     response_format: ResponseFormat = "json"
     temperature: float = Field(0.0, ge=0.0, le=1.0)

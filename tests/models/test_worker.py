@@ -231,6 +231,49 @@ async def test_streams_share_batched_requests() -> None:
     assert list(drive(gen("z", 3))) == [("z", 0), ("z", 1), ("z", 4)]
 
 
+async def test_a_stream_can_ask_for_many_items_at_once() -> None:
+    """`Batched(many=True)`: one stream's items are computed in chunks of `max_batch`, sharing chunks with
+    another stream's items, and come back in order."""
+    from models.worker import Batched, drive
+
+    calls: list[list[int]] = []
+
+    def double(items: list[int]) -> list[int]:
+        calls.append(list(items))
+        return [int(v) for v in (mx.array(items) * 2).tolist()]
+
+    def many(values: list[int]):
+        got = yield Batched("x2", values, double, max_batch=3, many=True)
+        yield got
+
+    def one(value: int):
+        got = yield Batched("x2", value, double, max_batch=3)
+        yield got
+
+    w = MLXWorker(max_queue=8)
+    w.start()
+    try:
+        gate, held = await _blocked(w)
+        streams = [
+            asyncio.ensure_future(w.stream(many, [1, 2, 3, 4, 5])),
+            asyncio.ensure_future(w.stream(one, 100)),
+        ]
+        await asyncio.sleep(0.05)
+        gate.set()
+        await held
+        results = []
+        for s in streams:
+            results.append([x async for x in await s])
+    finally:
+        await w.stop()
+    assert results == [[[2, 4, 6, 8, 10]], [200]]
+    assert sorted(len(c) for c in calls) == [3, 3]  # six items in two full chunks, not one call per item
+    assert sorted(v for c in calls for v in c) == [1, 2, 3, 4, 5, 100]
+    calls.clear()
+    assert list(drive(many([7, 8, 9, 10]))) == [[14, 16, 18, 20]]
+    assert calls == [[7, 8, 9], [10]]  # drive() honours max_batch too
+
+
 async def test_failed_batch_is_raised_in_each_stream() -> None:
     from models.worker import Batched
 
