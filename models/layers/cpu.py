@@ -36,9 +36,8 @@ _STATE = threading.local()
 # Abramowitz & Stegun 7.1.26: erfc(z) ≈ t·P(t)·exp(-z²), t = 1 / (1 + p·z), |error in erf| ≤ 1.5e-7.
 _AS_P = 0.3275911
 _AS_A = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
-_GELU_BLOCK = (
-    65_536  # elements per numpy call: 256 KiB scratch buffers (L2); smaller blocks lose to GIL hand-offs
-)
+# Elements per numpy call in GELU: 256 KiB scratch buffers (L2); smaller blocks lose to GIL hand-offs.
+_GELU_BLOCK = 65_536
 
 
 def on_cpu() -> bool:

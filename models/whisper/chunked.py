@@ -81,9 +81,12 @@ def _best_cut(regions: list[tuple[int, int]], max_samples: int) -> int:
     """Where to end a full chunk: before the region that follows its longest pause, among the cuts that
     keep at least half a window of speech in it (else after its last region)."""
     best, best_gap = len(regions), -1
+    before = 0  # speech before the cut
     for i in range(1, len(regions)):
-        if _speech(regions[:i]) >= max_samples // 2 and regions[i][0] - regions[i - 1][1] > best_gap:
-            best, best_gap = i, regions[i][0] - regions[i - 1][1]
+        before += regions[i - 1][1] - regions[i - 1][0]
+        gap = regions[i][0] - regions[i - 1][1]
+        if before >= max_samples // 2 and gap > best_gap:
+            best, best_gap = i, gap
     return best
 
 
@@ -92,6 +95,10 @@ class SpeechMap:
     """A chunk's regions laid back to back: times in the chunk's audio ↔ times in the file."""
 
     regions: tuple[tuple[int, int], ...]
+
+    @property
+    def samples(self) -> int:
+        return _speech(self.regions)
 
     def audio(self, file_audio: np.ndarray) -> np.ndarray:
         return np.concatenate([file_audio[s:e] for s, e in self.regions])
@@ -169,7 +176,7 @@ def transcribe_chunks(
         for speech_map, window in zip(maps[done : done + len(group)], windows, strict=True):
             if is_silence(window.decoded, loop):
                 continue
-            frames = min(N_FRAMES, math.ceil(len(speech_map.audio(audio)) / HOP_LENGTH))
+            frames = min(N_FRAMES, math.ceil(speech_map.samples / HOP_LENGTH))
             timed, _, _ = parse_window(backend, window, 0, frames, options, 0.0)
             for segment in to_segments(tok, window.decoded, speech_map.place(timed), seg_id, options):
                 yield segment
