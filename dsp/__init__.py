@@ -1,4 +1,7 @@
-"""Audio DSP: decode/encode, resampling, windows, STFT/iSTFT, mel filterbanks. Imports nothing from the project."""
+"""Audio DSP: decode/encode, resampling, windows, STFT/iSTFT, mel filterbanks, loudness.
+
+Imports nothing from the project.
+"""
 
 from dsp.blas import ensure_fast_blas
 

@@ -134,17 +134,31 @@ class VadOptions:
     min_silence_ms: int = 100  # a region ends after this much silence
     speech_pad_ms: int = 30  # added at both ends of every region
     max_speech_s: float = float("inf")  # longer regions are split (at a silence where possible)
+    # Set: the detector hears a copy of the audio raised toward this integrated loudness (LUFS; boost only,
+    # capped, peak-limited: `dsp.loudness.normalize_loudness`), so quiet speech is not taken for silence.
+    # The regions are still sample ranges of the audio as sent. None: the detector hears the audio as sent.
+    loudness_lufs: float | None = None
 
     @classmethod
     def for_windows(
-        cls, window_s: float, *, threshold: float = 0.5, silence_ms: int = 100, pad_ms: int = 300
+        cls,
+        window_s: float,
+        *,
+        threshold: float = 0.5,
+        silence_ms: int = 100,
+        pad_ms: int = 300,
+        loudness_lufs: float | None = None,
     ) -> VadOptions:
         """Options for cutting a file into windows of `window_s` (Whisper: 30 s): long speech is split so
         that a region with its padding at both ends fits one window."""
         pad_ms = min(pad_ms, 2_000)
         max_speech = max(1.0, window_s - 2 * pad_ms / 1000)
         return cls(
-            threshold=threshold, min_silence_ms=silence_ms, speech_pad_ms=pad_ms, max_speech_s=max_speech
+            threshold=threshold,
+            min_silence_ms=silence_ms,
+            speech_pad_ms=pad_ms,
+            max_speech_s=max_speech,
+            loudness_lufs=loudness_lufs,
         )
 
 
@@ -157,5 +171,6 @@ class VoiceActivityDetector(Protocol):
         ...
 
     def speech_segments(self, audio: np.ndarray, options: VadOptions) -> list[tuple[int, int]]:
-        """Speech regions as sample ranges [start, end), in order, not overlapping."""
+        """Speech regions as sample ranges [start, end), in order, not overlapping (after normalising the
+        loudness of a copy when `options.loudness_lufs` is set)."""
         ...

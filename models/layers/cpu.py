@@ -29,6 +29,8 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
+from models.layers import native
+
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
 _STATE = threading.local()
@@ -121,6 +123,9 @@ def _host(a: mx.array) -> np.ndarray | None:
 def _attend_one(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float, out: np.ndarray) -> None:
     """One head: ``q`` ``[Tq, Dh]``, ``k, v`` ``[Tk, Dh]`` → ``out`` ``[Tq, Dh]`` (written in place)."""
     s = (q * np.float32(scale)) @ k.T  # [Tq, Tk]
+    if native.softmax_(s):  # one vectorised pass per row, normalised in place
+        np.matmul(s, v, out=out)
+        return
     s -= s.max(axis=-1, keepdims=True)
     np.exp(s, out=s)
     denom = s.sum(axis=-1, keepdims=True)
@@ -223,6 +228,8 @@ def gelu_into(x: np.ndarray) -> np.ndarray:
     """Exact (erf) GELU of a C-contiguous float32 numpy array, in place, in this thread; returns ``x``."""
     if x.dtype != np.float32 or not x.flags.c_contiguous:
         raise TypeError("gelu_into needs a C-contiguous float32 array")
+    if native.gelu_(x):
+        return x
     flat = x.reshape(-1)
     _gelu_rows(flat, flat)
     return x
@@ -230,6 +237,9 @@ def gelu_into(x: np.ndarray) -> np.ndarray:
 
 def host_layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float = 1e-5) -> np.ndarray:
     """LayerNorm over the last axis of a float32 numpy array (as ``nn.LayerNorm``)."""
+    fast = native.layer_norm(x, weight, bias, eps)
+    if fast is not None:
+        return fast
     mean = x.mean(axis=-1, keepdims=True)
     centered = x - mean
     var = np.einsum("...i,...i->...", centered, centered)[..., None] / np.float32(x.shape[-1])
@@ -251,16 +261,22 @@ def host_view(a: mx.array) -> np.ndarray:
 @dataclass(frozen=True)
 class HostLinear:
     """``nn.Linear`` in numpy over views of its parameters (BLAS reads the ``[out, in]`` weight transposed,
-    no copy)."""
+    no copy). With ``half`` (an exact float16 copy of the weight, `native.half_exact`), products of at most
+    `native.SMALL_ROWS` rows read that instead: the same values, half the bytes."""
 
     weight: np.ndarray
     bias: np.ndarray | None
+    half: np.ndarray | None = None
 
     @classmethod
-    def of(cls, layer: nn.Linear) -> HostLinear:
-        return cls(host_view(layer.weight), host_view(layer.bias) if "bias" in layer else None)
+    def of(cls, layer: nn.Linear, half: bool = False) -> HostLinear:
+        weight = host_view(layer.weight)
+        bias = host_view(layer.bias) if "bias" in layer else None
+        return cls(weight, bias, native.half_exact(weight) if half else None)
 
     def __call__(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        if self.half is not None and x.size <= native.SMALL_ROWS * x.shape[-1]:
+            return native.linear_half(x, self.half, self.bias, out)
         y = np.matmul(x, self.weight.T, out=out)
         if self.bias is not None:
             y += self.bias

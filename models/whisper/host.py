@@ -22,6 +22,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
+from models.layers import native
 from models.layers.cpu import HostLinear, HostNorm, gelu_into, host_view
 from models.whisper.decoding import left_pad
 from models.whisper.model import KV, MultiHeadAttention, ResidualAttentionBlock, Whisper
@@ -39,8 +40,10 @@ class _Attention:
     scale: np.float32
 
     @classmethod
-    def of(cls, attn: MultiHeadAttention) -> _Attention:
-        lin = HostLinear.of
+    def of(cls, attn: MultiHeadAttention, half: bool) -> _Attention:
+        def lin(layer: nn.Linear) -> HostLinear:
+            return HostLinear.of(layer, half)
+
         return cls(
             lin(attn.query),
             lin(attn.key),
@@ -62,6 +65,8 @@ class _Attention:
 
 
 def _softmax_into(s: np.ndarray) -> np.ndarray:
+    if native.softmax_(s):
+        return s
     s -= s.max(axis=-1, keepdims=True)
     np.exp(s, out=s)
     s /= s.sum(axis=-1, keepdims=True)
@@ -79,15 +84,15 @@ class _Block:
     mlp2: HostLinear
 
     @classmethod
-    def of(cls, block: ResidualAttentionBlock) -> _Block:
+    def of(cls, block: ResidualAttentionBlock, half: bool) -> _Block:
         return cls(
-            _Attention.of(block.attn),
+            _Attention.of(block.attn, half),
             HostNorm.of(block.attn_ln),
-            _Attention.of(block.cross_attn),
+            _Attention.of(block.cross_attn, half),
             HostNorm.of(block.cross_attn_ln),
             HostNorm.of(block.mlp_ln),
-            HostLinear.of(block.mlp1),
-            HostLinear.of(block.mlp2),
+            HostLinear.of(block.mlp1, half),
+            HostLinear.of(block.mlp2, half),
         )
 
     def __call__(
@@ -98,6 +103,7 @@ class _Block:
         mask: np.ndarray | None,
         cross: HostKV,
         audio_rows: list[tuple[int, np.ndarray]],
+        starts: np.ndarray | None,
     ) -> np.ndarray:
         length = x.shape[1]
         end = offset + length
@@ -106,23 +112,43 @@ class _Block:
         h = self.attn_ln(x)
         cache[0][:, :, offset:end] = a.heads(a.key(h))
         cache[1][:, :, offset:end] = a.heads(a.value(h))
-        s = (a.heads(a.query(h)) * a.scale) @ cache[0][:, :, :end].swapaxes(-1, -2)  # [B, H, L, end]
-        if mask is not None:
-            s += mask
-        x = x + a.merge(_softmax_into(s) @ cache[1][:, :, :end])
+        if length == 1 and native.available():  # a step: one query per row, fused over the cached keys
+            b, hh, cap, dh = cache[0].shape
+            q = a.query(h).reshape(b * hh, 1, dh)  # one position: the heads are consecutive slices
+            kv = (cache[0].reshape(b * hh, cap, dh), cache[1].reshape(b * hh, cap, dh))
+            x = x + a.out(native.attend(q, *kv, float(a.scale), end, starts).reshape(b, 1, -1))
+        else:
+            s = (a.heads(a.query(h)) * a.scale) @ cache[0][:, :, :end].swapaxes(-1, -2)  # [B, H, L, end]
+            if mask is not None:
+                s += mask
+            x = x + a.merge(_softmax_into(s) @ cache[1][:, :, :end])
+        x = x + self._cross(self.cross_ln(x), cross, audio_rows)
+        return x + self.mlp2(gelu_into(self.mlp1(self.mlp_ln(x))))
 
-        # cross-attention: the rows of each audio against its keys in one product
+    def _cross(self, h: np.ndarray, cross: HostKV, audio_rows: list[tuple[int, np.ndarray]]) -> np.ndarray:
+        """Cross-attention: the rows of each audio against its keys in one product (beams of one audio
+        read its keys once)."""
         c = self.cross
-        q = c.heads(c.query(self.cross_ln(x))) * c.scale  # [B, H, L, Dh]
+        b, length, d = h.shape
+        hh = c.n_head
+        dh = d // hh
+        if length == 1 and native.available():
+            q = c.query(h)  # [B, 1, D]
+            out = np.empty((b, d), np.float32)
+            for audio, rows in audio_rows:
+                qa = q[rows].reshape(len(rows), hh, dh).transpose(1, 0, 2)  # [H, n, Dh]
+                keys, values = cross[0][audio], cross[1][audio]
+                oa = native.attend(qa, keys, values, float(c.scale), keys.shape[1])
+                out[rows] = oa.transpose(1, 0, 2).reshape(len(rows), d)
+            return c.out(out.reshape(b, 1, d))
+        q = c.heads(c.query(h)) * c.scale  # [B, H, L, Dh]
         o = np.empty_like(q)
-        hh, dh = q.shape[1], q.shape[3]
         for audio, rows in audio_rows:
             qa = q[rows].transpose(1, 0, 2, 3).reshape(hh, len(rows) * length, dh)  # [H, n·L, Dh]
             sa = _softmax_into(qa @ cross[0][audio].swapaxes(-1, -2))
             oa = (sa @ cross[1][audio]).reshape(hh, len(rows), length, dh)
             o[rows] = oa.transpose(1, 0, 2, 3)
-        x = x + c.merge(o)
-        return x + self.mlp2(gelu_into(self.mlp1(self.mlp_ln(x))))
+        return c.merge(o)
 
 
 class HostDecoder:
@@ -135,11 +161,15 @@ class HostDecoder:
         plain = not any(isinstance(m, quantized) for _, m in model.decoder.named_modules())
         return model.dtype == mx.float32 and plain
 
-    def __init__(self, model: Whisper) -> None:
+    def __init__(self, model: Whisper, half: bool | None = None) -> None:
+        """``half``: keep exact float16 copies of the weights for the step's few-row products
+        (`native.half_exact`; default: where the C kernels make them pay)."""
         dec = model.decoder
+        half = native.fast_half() if half is None else half
         self.embedding = host_view(dec.token_embedding.weight)  # [V, D]; also the output projection
+        self.embedding_half = native.half_exact(self.embedding) if half else None
         self.positions = host_view(dec.positional_embedding)
-        self.blocks = [_Block.of(b) for b in dec.blocks]
+        self.blocks = [_Block.of(b, half) for b in dec.blocks]
         self.ln = HostNorm.of(dec.ln)
         cfg = model.config
         self.cache_shape = (cfg.n_text_head, cfg.head_dim)
@@ -178,13 +208,18 @@ class HostDecoder:
         if length > 1 or pad is not None:
             mask = np.where(allowed, np.float32(0.0), np.float32(-np.inf)).astype(np.float32)
         audio_rows = [(int(a), np.flatnonzero(audio_of_row == a)) for a in np.unique(audio_of_row)]
+        # a step's keys of row b start after its left padding: [pad[b], end) for each of its heads
+        starts = None if pad is None else np.repeat(pad.astype(np.int64), self.cache_shape[0])
         for block, kv, xkv in zip(self.blocks, cache, cross, strict=True):
-            x = block(x, kv, offset, mask, xkv, audio_rows)
+            x = block(x, kv, offset, mask, xkv, audio_rows, starts)
         return self.ln(x)
 
     def project(self, x: np.ndarray) -> np.ndarray:
-        """Hidden ``[..., D]`` → logits ``[..., V]`` through the tied embedding (``gemv``/``gemm`` with the
-        embedding transposed in BLAS, no copy)."""
+        """Hidden ``[..., D]`` → logits ``[..., V]`` through the tied embedding: its exact float16 copy for
+        the few rows of a step (half the bytes of this memory-bound product), else ``gemv``/``gemm`` with
+        the embedding transposed in BLAS, no copy."""
+        if self.embedding_half is not None and x.size <= native.SMALL_ROWS * x.shape[-1]:
+            return native.linear_half(x, self.embedding_half, None)
         return x @ self.embedding.T
 
 

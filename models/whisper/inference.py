@@ -173,13 +173,11 @@ class WhisperBackend:
         else:  # head-major copies: each decode step reads every head's keys as one contiguous block
             b, t, d = mel.shape[0], self.config.n_audio_ctx, self.config.n_text_state
             heads = (b, t, self.config.n_text_head, d // self.config.n_text_head)
-            kv = [
-                (
-                    mx.array(k.reshape(heads).transpose(0, 2, 1, 3)),
-                    mx.array(v.reshape(heads).transpose(0, 2, 1, 3)),
-                )
-                for k, v in host[0](np.asarray(mel))
-            ]
+
+            def head_major(a: np.ndarray) -> mx.array:  # `mx.array` keeps numpy's strides: copy first
+                return mx.array(np.ascontiguousarray(a.reshape(heads).transpose(0, 2, 1, 3)))
+
+            kv = [(head_major(k), head_major(v)) for k, v in host[0](np.asarray(mel))]
         mx.eval(kv)
         return kv
 

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.datastructures import FormData, UploadFile
 
+from dsp.loudness import TARGET_LUFS
 from models.errors import DomainError, InvalidRequest
 from models.provider import ModelProvider
 from models.tasks import (
@@ -291,13 +292,17 @@ _WINDOW_S = 30.0
 
 def vad_options(strategy: Literal["auto"] | ServerVad | None) -> VadOptions | None:
     """OpenAI's `chunking_strategy` as voice-activity options for 30-s windows: None = one block (no VAD);
-    "auto" = the detector's defaults with 300 ms of padding; `server_vad` = its threshold,
-    `silence_duration_ms` (the silence that ends a region) and `prefix_padding_ms` (audio kept around
-    each region)."""
+    "auto" = as OpenAI documents it, loudness normalised first (the detector hears quiet audio raised
+    toward −23 LUFS: `dsp.loudness`), then the detector's defaults with 300 ms of padding; `server_vad` =
+    its threshold, `silence_duration_ms` (the silence that ends a region) and `prefix_padding_ms` (audio
+    kept around each region), on the audio as sent: OpenAI documents the threshold as "a higher threshold
+    will require louder audio to activate the model", i.e. relative to the level the client sends, which
+    a client tuning it expects to hold and normalising would move. Either way Whisper decodes the samples
+    as sent (its log-mel is level-invariant within its clamp): normalising moves chunk boundaries only."""
     if strategy is None:
         return None
     if strategy == "auto":
-        return VadOptions.for_windows(_WINDOW_S)
+        return VadOptions.for_windows(_WINDOW_S, loudness_lufs=TARGET_LUFS)
     return VadOptions.for_windows(
         _WINDOW_S,
         threshold=strategy.threshold,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import numpy as np
@@ -15,7 +16,7 @@ import pytest
 from server.app import create_app
 from server.settings import Settings
 from tests.server.test_transcriptions import _metric, wav_bytes
-from tests.support.data import REFERENCE, speech, wer
+from tests.support.data import REFERENCE, normalize, speech, wer
 from tests.support.live import serve
 
 pytestmark = pytest.mark.slow
@@ -128,6 +129,43 @@ def test_curl_dialect_and_streaming(base_url: str, long_file: tuple[bytes, list[
     deltas = [e for e in events if e["type"] == "transcript.text.delta"]
     assert len(deltas) >= 4 and events[-1]["type"] == "transcript.text.done"
     assert wer(reference, events[-1]["text"]) <= 0.1
+
+
+QUIET_DB = -40.0  # jfk.wav at −55 LUFS: Silero on the samples as sent keeps 5.7 of its 10.1 s of speech
+
+
+def test_auto_normalises_loudness_before_the_vad(client: openai.OpenAI) -> None:
+    """ "auto" finds the speech of a clip 40 dB down as of the clip as recorded. `server_vad` with "auto"'s
+    settings (threshold 0.5, 300 ms padding, 100 ms of silence), which hears the audio as sent, is what
+    "auto" did before it normalised loudness: it loses the first five seconds."""
+    pcm = _pcm("jfk.wav")
+    quiet = wav_bytes(pcm * 10 ** (QUIET_DB / 20))
+    kwargs: dict[str, Any] = {"model": "whisper-1", "response_format": "verbose_json"}
+    loud = client.audio.transcriptions.create(
+        file=("jfk.wav", wav_bytes(pcm)), chunking_strategy="auto", **kwargs
+    )
+    got = client.audio.transcriptions.create(file=("quiet.wav", quiet), chunking_strategy="auto", **kwargs)
+    assert wer(REFERENCE["jfk"], got.text) == 0.0, got.text
+    assert normalize(got.text) == normalize(loud.text)
+    spans = [(s.start, s.end) for s in got.segments or []]
+    want = [(s.start, s.end) for s in loud.segments or []]
+    assert len(spans) == len(want) >= 1
+    for (s, e), (ws, we) in zip(spans, want, strict=True):
+        assert s == pytest.approx(ws, abs=0.1) and e == pytest.approx(we, abs=0.1)
+    assert spans[0][0] < 1.0  # "And so my fellow Americans" at 0.3 s is kept
+    as_sent = client.audio.transcriptions.create(
+        file=("quiet.wav", quiet),
+        chunking_strategy={
+            "type": "server_vad",
+            "threshold": 0.5,
+            "prefix_padding_ms": 300,
+            "silence_duration_ms": 100,
+        },
+        **kwargs,
+    )
+    assert "fellow americans" not in normalize(as_sent.text), as_sent.text
+    assert wer(REFERENCE["jfk"], as_sent.text) > 0.3
+    assert (as_sent.segments or [])[0].start > 4.5
 
 
 def test_silence_is_an_empty_transcript(client: openai.OpenAI) -> None:

@@ -135,3 +135,29 @@ def test_speech_silence_speech_gives_two_regions(detector: SileroVadDetector) ->
     # With the defaults no region crosses the silence
     for s, e in detector.speech_segments(clip, VadOptions()):
         assert e <= gap[0] + 480 or s >= gap[1] - 480
+
+
+def test_loudness_normalisation_finds_quiet_speech(detector: SileroVadDetector) -> None:
+    """40 dB down (−55 LUFS), the model alone keeps about half of jfk's speech; raised toward −23 LUFS
+    first, it finds the regions of the clip as recorded, to a window or two."""
+    clip = audio("jfk")
+    options = VadOptions.for_windows(30.0)
+    want = detector.speech_segments(clip, options)
+    quiet = clip * np.float32(10 ** (-40 / 20))
+    before = quiet.copy()
+    as_sent = detector.speech_segments(quiet, options)
+    got = detector.speech_segments(quiet, VadOptions.for_windows(30.0, loudness_lufs=-23.0))
+    np.testing.assert_array_equal(quiet, before)  # the caller's samples are not scaled in place
+
+    def seconds(regions: list[tuple[int, int]]) -> float:
+        return sum(e - s for s, e in regions) / SR
+
+    assert seconds(want) == pytest.approx(10.06, abs=0.05)
+    assert seconds(as_sent) < 0.6 * seconds(want) and as_sent[0][0] > 5 * SR  # the first 5 s are lost
+    assert len(got) == len(want)
+    np.testing.assert_allclose(np.array(got), np.array(want), atol=2 * 512)
+    # jfk as recorded (−15 LUFS) is above the target: not boosted, the very same regions
+    assert detector.speech_segments(clip, VadOptions.for_windows(30.0, loudness_lufs=-23.0)) == want
+    # a noise floor raised by 34 dB is still no speech
+    hiss = (1e-3 * np.random.default_rng(0).standard_normal(10 * SR)).astype(np.float32)  # −60 dBFS
+    assert detector.speech_segments(hiss, VadOptions.for_windows(30.0, loudness_lufs=-23.0)) == []
