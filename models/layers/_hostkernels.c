@@ -137,21 +137,23 @@ static void layer_norm_row_generic(const float *x, const float *w, const float *
     for (Py_ssize_t i = 0; i < c; i++) y[i] = (x[i] - mean) * rstd * w[i] + b[i];
 }
 
-/* One group (a head) of single-query attention: rows of q against keys [start, end). `s` holds end floats. */
+/* One group (a head) of single-query attention: rows of q against keys [start, end). `s` holds
+ * rows × end floats. */
 static void attend_group_generic(const float *q, const float *k, const float *v, float *o, Py_ssize_t rows,
                                  Py_ssize_t dh, Py_ssize_t start, Py_ssize_t end, float scale, float *s) {
     for (Py_ssize_t i = 0; i < rows; i++) {
         const float *qi = q + (size_t)i * dh;
+        float *si = s + (size_t)i * end;
         for (Py_ssize_t t = start; t < end; t++) {
             float acc = 0.0f;
             for (Py_ssize_t c = 0; c < dh; c++) acc += qi[c] * k[(size_t)t * dh + c];
-            s[t] = acc * scale;
+            si[t] = acc * scale;
         }
-        softmax_row_generic(s + start, end - start);
+        softmax_row_generic(si + start, end - start);
         float *oi = o + (size_t)i * dh;
         for (Py_ssize_t c = 0; c < dh; c++) oi[c] = 0.0f;
         for (Py_ssize_t t = start; t < end; t++)
-            for (Py_ssize_t c = 0; c < dh; c++) oi[c] += s[t] * v[(size_t)t * dh + c];
+            for (Py_ssize_t c = 0; c < dh; c++) oi[c] += si[t] * v[(size_t)t * dh + c];
     }
 }
 
@@ -355,13 +357,17 @@ HK_AVX2 static void layer_norm_row_avx2(const float *x, const float *w, const fl
     for (; i < c; i++) y[i] = (x[i] - mean) * rstd * w[i] + b[i];
 }
 
+/* Every row is scored against a block of eight keys while the block is in L1, and every value row is
+ * added into all rows' outputs at once: a head's keys and values are read once for all its rows (beams
+ * of one audio), not once per row. `s` holds rows × end floats. */
 HK_AVX2 static void attend_group_avx2(const float *q, const float *k, const float *v, float *o, Py_ssize_t rows,
                                       Py_ssize_t dh, Py_ssize_t start, Py_ssize_t end, float scale, float *s) {
-    for (Py_ssize_t i = 0; i < rows; i++) {
-        const float *qi = q + (size_t)i * dh;
-        Py_ssize_t t = start;
-        for (; t + 8 <= end; t += 8) { /* eight keys at a time: eight dot products, one reduction */
-            const float *kt = k + (size_t)t * dh;
+    const __m256 sc = _mm256_set1_ps(scale);
+    Py_ssize_t t = start;
+    for (; t + 8 <= end; t += 8) { /* eight keys at a time: eight dot products, one reduction */
+        const float *kt = k + (size_t)t * dh;
+        for (Py_ssize_t i = 0; i < rows; i++) {
+            const float *qi = q + (size_t)i * dh;
             __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
             for (Py_ssize_t c = 0; c < dh; c += 8) {
                 __m256 qv = _mm256_loadu_ps(qi + c);
@@ -374,24 +380,44 @@ HK_AVX2 static void attend_group_avx2(const float *q, const float *k, const floa
                 a6 = _mm256_fmadd_ps(_mm256_loadu_ps(kt + 6 * dh + c), qv, a6);
                 a7 = _mm256_fmadd_ps(_mm256_loadu_ps(kt + 7 * dh + c), qv, a7);
             }
-            _mm256_storeu_ps(s + t, _mm256_mul_ps(hsum8(a0, a1, a2, a3, a4, a5, a6, a7), _mm256_set1_ps(scale)));
+            _mm256_storeu_ps(s + (size_t)i * end + t, _mm256_mul_ps(hsum8(a0, a1, a2, a3, a4, a5, a6, a7), sc));
         }
-        for (; t < end; t++) {
+    }
+    for (; t < end; t++)
+        for (Py_ssize_t i = 0; i < rows; i++) {
             __m256 a = _mm256_setzero_ps();
             for (Py_ssize_t c = 0; c < dh; c += 8)
-                a = _mm256_fmadd_ps(_mm256_loadu_ps(k + (size_t)t * dh + c), _mm256_loadu_ps(qi + c), a);
-            s[t] = hsum(a) * scale;
+                a = _mm256_fmadd_ps(_mm256_loadu_ps(k + (size_t)t * dh + c), _mm256_loadu_ps(q + (size_t)i * dh + c), a);
+            s[(size_t)i * end + t] = hsum(a) * scale;
         }
-        softmax_row_avx2(s + start, end - start);
-        float *oi = o + (size_t)i * dh;
-        for (Py_ssize_t c = 0; c < dh; c += 8) _mm256_storeu_ps(oi + c, _mm256_setzero_ps());
-        for (t = start; t < end; t++) {
-            __m256 p = _mm256_set1_ps(s[t]);
-            const float *vt = v + (size_t)t * dh;
+    for (Py_ssize_t i = 0; i < rows; i++) {
+        softmax_row_avx2(s + (size_t)i * end + start, end - start);
+        for (Py_ssize_t c = 0; c < dh; c += 8) _mm256_storeu_ps(o + (size_t)i * dh + c, _mm256_setzero_ps());
+    }
+    for (t = start; t < end; t++) {
+        const float *vt = v + (size_t)t * dh;
+        for (Py_ssize_t i = 0; i < rows; i++) {
+            __m256 p = _mm256_set1_ps(s[(size_t)i * end + t]);
+            float *oi = o + (size_t)i * dh;
             for (Py_ssize_t c = 0; c < dh; c += 8)
                 _mm256_storeu_ps(oi + c, _mm256_fmadd_ps(p, _mm256_loadu_ps(vt + c), _mm256_loadu_ps(oi + c)));
         }
     }
+}
+
+/* Σ exp(x[i] - mx) in double (eight float lanes per block of 1024, then added in double). */
+HK_AVX2 static double exp_sum_avx2(const float *x, Py_ssize_t n, float mx) {
+    __m256 m8 = _mm256_set1_ps(mx);
+    double total = 0.0;
+    Py_ssize_t i = 0;
+    while (i + 8 <= n) {
+        __m256 acc = _mm256_setzero_ps();
+        Py_ssize_t stop = i + 1024 < n ? i + 1024 : n;
+        for (; i + 8 <= stop; i += 8) acc = _mm256_add_ps(acc, exp_avx2(_mm256_sub_ps(_mm256_loadu_ps(x + i), m8)));
+        total += hsum(acc);
+    }
+    for (; i < n; i++) total += exp_scalar(x[i] - mx);
+    return total;
 }
 
 #endif /* HK_X86 */
@@ -532,7 +558,7 @@ static PyObject *py_attend(PyObject *self, PyObject *const *args, Py_ssize_t nar
         Py_BEGIN_ALLOW_THREADS
 #pragma omp parallel num_threads(threads) if (threads > 1 && g > 1)
         {
-            float *scratch = (float *)malloc((size_t)(end + 8) * sizeof(float));
+            float *scratch = (float *)malloc(((size_t)r * end + 8) * sizeof(float));
             if (!scratch) failed = 1;
 #pragma omp for schedule(static)
             for (Py_ssize_t j = 0; j < g; j++) {
@@ -569,6 +595,85 @@ fail_k:
     PyBuffer_Release(&kb);
 fail_q:
     PyBuffer_Release(&qb);
+    return result;
+}
+
+PyDoc_STRVAR(select_doc, "log_softmax_top(x, k, index, logprob)\n\n"
+                         "For each row of float32 x [R, V]: the k largest entries' indices (int64 index [R, k], "
+                         "largest first, ties to the lower index) and their log-probabilities under the row's "
+                         "softmax (float32 logprob [R, k]). -inf entries are never taken while a finite one is left.");
+
+/* One row: a running top-k (insertion into a k-list, only for entries above the current k-th) and the
+ * row's log-sum-exp. */
+static void select_row(const float *x, Py_ssize_t v, Py_ssize_t k, int64_t *index, float *logprob, int simd) {
+    float best[64];
+    Py_ssize_t n = 0;
+    float floor = -INFINITY;
+    float mx = -INFINITY;
+    for (Py_ssize_t i = 0; i < v; i++) {
+        float xi = x[i];
+        if (xi > mx) mx = xi;
+        if (n < k || xi > floor) {
+            Py_ssize_t j = n < k ? n++ : k - 1;
+            while (j > 0 && best[j - 1] < xi) {
+                best[j] = best[j - 1];
+                index[j] = index[j - 1];
+                j--;
+            }
+            best[j] = xi;
+            index[j] = i;
+            floor = best[n - 1];
+        }
+    }
+    double sum = 0.0;
+    if (mx != -INFINITY) {
+#if HK_X86
+        if (simd) {
+            sum = exp_sum_avx2(x, v, mx);
+        } else
+#endif
+            for (Py_ssize_t i = 0; i < v; i++) sum += exp_scalar(x[i] - mx);
+    }
+    float lse = mx == -INFINITY ? 0.0f : mx + (float)log(sum);
+    for (Py_ssize_t j = 0; j < k; j++) logprob[j] = j < n ? best[j] - lse : -INFINITY;
+}
+
+static PyObject *py_log_softmax_top(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "log_softmax_top(x, k, index, logprob)");
+        return NULL;
+    }
+    Py_ssize_t k = PyLong_AsSsize_t(args[1]);
+    if (PyErr_Occurred()) return NULL;
+    Py_buffer xb, ib, lb;
+    Py_ssize_t rows, v, ir, ic, lr, lc;
+    PyObject *result = NULL;
+    if (get_matrix(args[0], &xb, 4, 0, "x", &rows, &v) < 0) return NULL;
+    if (get_matrix(args[2], &ib, 8, 1, "index", &ir, &ic) < 0) goto fail_x;
+    if (get_matrix(args[3], &lb, 4, 1, "logprob", &lr, &lc) < 0) goto fail_i;
+    if (k < 1 || k > 64 || k > v || ir != rows || ic != k || lr != rows || lc != k) {
+        PyErr_SetString(PyExc_ValueError, "log_softmax_top: need 1 <= k <= min(64, V) and [R, k] outputs");
+        goto fail_l;
+    }
+    {
+        const float *x = xb.buf;
+        int64_t *index = ib.buf;
+        float *logprob = lb.buf;
+        int simd = hk_simd;
+        Py_BEGIN_ALLOW_THREADS
+        for (Py_ssize_t r = 0; r < rows; r++)
+            select_row(x + (size_t)r * v, v, k, index + (size_t)r * k, logprob + (size_t)r * k, simd);
+        Py_END_ALLOW_THREADS
+    }
+    Py_INCREF(Py_None);
+    result = Py_None;
+fail_l:
+    PyBuffer_Release(&lb);
+fail_i:
+    PyBuffer_Release(&ib);
+fail_x:
+    PyBuffer_Release(&xb);
     return result;
 }
 
@@ -718,6 +823,7 @@ static PyObject *py_max_threads(PyObject *self, PyObject *unused) {
 static PyMethodDef methods[] = {
     {"linear_f16", (PyCFunction)(void (*)(void))py_linear_f16, METH_FASTCALL, linear_f16_doc},
     {"attend", (PyCFunction)(void (*)(void))py_attend, METH_FASTCALL, attend_doc},
+    {"log_softmax_top", (PyCFunction)(void (*)(void))py_log_softmax_top, METH_FASTCALL, select_doc},
     {"softmax_rows", (PyCFunction)(void (*)(void))py_softmax_rows, METH_FASTCALL, softmax_rows_doc},
     {"gelu", (PyCFunction)(void (*)(void))py_gelu, METH_FASTCALL, gelu_doc},
     {"layer_norm", (PyCFunction)(void (*)(void))py_layer_norm, METH_FASTCALL, layer_norm_doc},

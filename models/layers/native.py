@@ -118,3 +118,16 @@ def attend(
         qc, k, v, out, float(scale), starts, int(end), threads() if work >= _PARALLEL_ELEMENTS // 2 else 1
     )
     return out
+
+
+def top_logprobs(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The ``k`` largest entries of each row of float32 ``x [R, V]`` (largest first, ties to the lower
+    index, as ``argmax``) and their log-probabilities under the row's softmax, in one pass per row instead
+    of a full log-softmax and a partition; None when the kernels are missing."""
+    if _hk is None or not 1 <= k <= min(64, x.shape[-1]):
+        return None
+    xc = np.ascontiguousarray(x, dtype=np.float32)
+    index = np.empty((xc.shape[0], k), np.int64)
+    logprob = np.empty((xc.shape[0], k), np.float32)
+    _hk.log_softmax_top(xc, k, index, logprob)
+    return index, logprob

@@ -19,6 +19,8 @@ from typing import Protocol
 import mlx.core as mx
 import numpy as np
 
+from models.layers import native
+
 NEG_INF = float("-inf")
 
 
@@ -235,9 +237,13 @@ def greedy_decode(
     for i in range(budget):
         if host:
             filtered = rules.apply_host(np.array(logits, dtype=np.float32), [r.sampled for r in rows])
-            picks = filtered.argmax(axis=-1)
-            toks = picks.tolist()
-            lpv = host_log_softmax(filtered)[np.arange(n), picks].tolist()
+            best = native.top_logprobs(filtered, 1)
+            if best is not None:
+                toks, lpv = best[0][:, 0].tolist(), best[1][:, 0].tolist()
+            else:
+                picks = filtered.argmax(axis=-1)
+                toks = picks.tolist()
+                lpv = host_log_softmax(filtered)[np.arange(n), picks].tolist()
         else:
             logits = rules.apply(logits, [r.sampled for r in rows])
             if options.temperature == 0:
@@ -299,9 +305,14 @@ def beam_search_decode(
     for step in range(budget):
         k = beam + 1
         if on_host():
-            host_lp = host_log_softmax(rules.apply_host(np.array(logits, dtype=np.float32), seqs))
-            top = np.argpartition(-host_lp, kth=k - 1, axis=-1)[:, :k]
-            idx_l, lp_l = top.tolist(), np.take_along_axis(host_lp, top, axis=-1).tolist()
+            filtered = rules.apply_host(np.array(logits, dtype=np.float32), seqs)
+            best = native.top_logprobs(filtered, k)
+            if best is not None:
+                idx_l, lp_l = best[0].tolist(), best[1].tolist()
+            else:
+                host_lp = host_log_softmax(filtered)
+                top = np.argpartition(-host_lp, kth=k - 1, axis=-1)[:, :k]
+                idx_l, lp_l = top.tolist(), np.take_along_axis(host_lp, top, axis=-1).tolist()
         else:
             logprobs = _log_softmax(rules.apply(logits, seqs))
             top_idx = mx.argpartition(-logprobs, kth=k - 1, axis=-1)[:, :k]

@@ -148,3 +148,57 @@ def test_host_linear_reads_half_weights_for_few_rows_only() -> None:
     np.testing.assert_allclose(lin(x[:3]), want[:3], rtol=1e-5, atol=1e-6)  # the kernel
     np.testing.assert_allclose(lin(x), want, rtol=1e-5, atol=1e-6)  # many rows: float32 BLAS
     assert cpu.HostLinear.of(nn.Linear(64, 24), half=True).half is None  # random float32 weights
+
+
+@pytest.mark.parametrize(
+    ("groups", "rows", "keys", "dh"), [(6, 1, 1500, 64), (6, 5, 1500, 64), (30, 1, 37, 64), (3, 2, 9, 12)]
+)
+def test_attend_matches_float64(path: str, groups: int, rows: int, keys: int, dh: int) -> None:
+    rng = np.random.default_rng(groups * 100 + rows)
+    cap = keys + 11  # a cache longer than the keys written so far: only [start, end) is read
+    q = rng.standard_normal((groups, rows, dh)).astype(np.float32)
+    k = rng.standard_normal((groups, cap, dh)).astype(np.float32)
+    v = rng.standard_normal((groups, cap, dh)).astype(np.float32)
+    k[:, keys:] = np.nan  # beyond `end`: must not be touched
+    start = rng.integers(0, keys, groups) if groups > 6 else None
+    scale = dh**-0.5
+    got = native.attend(q, k, v, scale, keys, start)
+    for g in range(groups):
+        lo = 0 if start is None else int(start[g])
+        s = (q[g].astype(np.float64) @ k[g, lo:keys].astype(np.float64).T) * scale
+        p = np.exp(s - s.max(-1, keepdims=True))
+        want = (p / p.sum(-1, keepdims=True)) @ v[g, lo:keys].astype(np.float64)
+        np.testing.assert_allclose(got[g], want, rtol=2e-5, atol=2e-6)
+
+
+def test_attend_rejects_bad_arguments() -> None:
+    q = np.zeros((2, 1, 8), np.float32)
+    k = np.zeros((2, 5, 8), np.float32)
+    with pytest.raises(ValueError, match="end"):
+        native.attend(q, k, k, 1.0, 6)  # more keys than the cache holds
+    with pytest.raises(ValueError, match="start"):
+        native.attend(q, k, k, 1.0, 5, np.array([0, 5]))
+    with pytest.raises(ValueError, match="shapes"):
+        native.attend(q, k, np.zeros((2, 4, 8), np.float32), 1.0, 4)
+
+
+def test_log_softmax_top_matches_numpy() -> None:
+    rng = np.random.default_rng(9)
+    x = (3 * rng.standard_normal((7, 51864))).astype(np.float32)
+    x[:, :1000] = -np.inf  # suppressed tokens
+    x[2, 5000] = x[2, 7000] = 40.0  # a tie: the lower index first, as argmax
+    x[4, 1000:] = -np.inf
+    x[4, 1003] = 0.0  # one finite entry: the rest of the top are -inf
+    index, logprob = native.top_logprobs(x, 6)  # type: ignore[misc]
+    x64 = x.astype(np.float64)
+    m = x64.max(-1, keepdims=True)
+    lse = m + np.log(np.exp(x64 - m).sum(-1, keepdims=True))
+    for r in range(7):
+        want = np.argsort(-x64[r], kind="stable")[:6]
+        if r == 4:
+            assert index[r, 0] == 1003 and logprob[r, 0] == 0.0 and np.isneginf(logprob[r, 1:]).all()
+            continue
+        assert index[r].tolist() == want.tolist()
+        np.testing.assert_allclose(logprob[r], (x64[r] - lse[r])[want], rtol=2e-7, atol=2e-6)  # float32 ulps
+    assert index[2, :2].tolist() == [5000, 7000]
+    assert index[:, 0].tolist() == np.argmax(x, axis=-1).tolist()
