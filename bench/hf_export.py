@@ -105,28 +105,25 @@ def export_hf(src: Path, dst: Path) -> Path:
             }
         )
     )
-    (dst / "generation_config.json").write_text(
-        json.dumps(
-            {
-                "decoder_start_token_id": sot,
-                "eos_token_id": eot,
-                "pad_token_id": eot,
-                "bos_token_id": eot,
-                "max_length": cfg["n_text_ctx"],
-                "no_timestamps_token_id": no_ts,
-                "is_multilingual": multilingual,
-                "begin_suppress_tokens": cfg.get("suppress_ids_begin", [220, eot]),
-                "suppress_tokens": cfg.get("suppress_ids", []),
-                "alignment_heads": cfg.get("alignment_heads") or [],
-                "lang_to_id": languages,
-                "task_to_id": (
-                    {"transcribe": special["<|transcribe|>"], "translate": special["<|translate|>"]}
-                    if multilingual
-                    else {}
-                ),
-            }
-        )
-    )
+    generation: dict[str, Any] = {
+        "decoder_start_token_id": sot,
+        "eos_token_id": eot,
+        "pad_token_id": eot,
+        "bos_token_id": eot,
+        "max_length": cfg["n_text_ctx"],
+        "no_timestamps_token_id": no_ts,
+        "is_multilingual": multilingual,
+        "begin_suppress_tokens": cfg.get("suppress_ids_begin", [220, eot]),
+        "suppress_tokens": cfg.get("suppress_ids", []),
+        "alignment_heads": cfg.get("alignment_heads") or [],
+    }
+    if multilingual:  # transformers detects the language whenever `lang_to_id` exists, even empty
+        generation["lang_to_id"] = languages
+        generation["task_to_id"] = {
+            "transcribe": special["<|transcribe|>"],
+            "translate": special["<|translate|>"],
+        }
+    (dst / "generation_config.json").write_text(json.dumps(generation))
     shutil.copy(src / "tokenizer.json", dst / "tokenizer.json")
     (dst / "preprocessor_config.json").write_text(
         json.dumps(

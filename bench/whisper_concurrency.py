@@ -3,28 +3,36 @@ lent GPU. Two views, each against the peers in the same run on the same machine:
 
   requests  end-to-end long-form transcription of N concurrent requests (the real pipeline: fallback
             ladder, timestamps, seeking) — ours through the MLX worker, which batches the requests'
-            windows; mlx-whisper has no batching, so N requests run one after another;
-  windows   model throughput on a batch of N 30-s windows (greedy, one pass each): ours
-            (`decode_windows`), mlx-whisper (`decoding.decode` on a batch), transformers
-            (`WhisperForConditionalGeneration.generate`, fp16 + SDPA on CUDA, fp32 on CPU).
+            windows (and, with beam search, their beams); mlx-whisper has no batching, so N requests run
+            one after another; transformers (CUDA only) decodes the N recordings as one batched long-form
+            `generate` (timestamps, fallback, conditioning on the previous window);
+  windows   model throughput on a batch of N 30-s windows (one pass each, temperature 0): ours
+            (`decode_windows`), mlx-whisper (`decoding.decode` on a batch; greedy only),
+            transformers (`WhisperForConditionalGeneration.generate`, fp16 + SDPA on CUDA, fp32 on CPU).
 
-Usage: python bench/whisper_concurrency.py --model-dir DIR [--audio WAV] [--concurrency 1 16]
+Usage: python bench/whisper_concurrency.py --model-dir [NAME=]DIR [[NAME=]DIR ...] [--audio WAV]
+                                           [--concurrency 1 16] [--beams 1 5]
                                            [--engines ours,mlx-whisper,transformers] [--out JSON]
-DIR is a converted model in this project's layout (`mlx-audio-server download whisper-base` prints it).
-Installs nothing; a missing peer is reported and skipped. Prints a table last.
+DIR is a converted model in this project's layout (`mlx-audio-server download whisper-base` prints it);
+several are measured one after another in the same process. Installs nothing; a missing peer is reported
+and skipped. Ours also records where its time went (log-mel, encoder, decoder steps and rows per step).
+The JSON is rewritten after every row, so a run cut short keeps what it measured. Prints a table last.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
 import platform
 import sys
 import tempfile
 import time
 import types
 import wave
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -63,24 +71,88 @@ def sync() -> None:
 
 # --- ours -------------------------------------------------------------------------------------------
 
+STAGE: dict[str, float] = {}
+
+
+def reset_stage() -> None:
+    STAGE.clear()
+    STAGE.update(mel_s=0.0, encoder_s=0.0, windows=0, steps=0, rows=0)
+
+
+def stage_split(wall: float) -> dict[str, float]:
+    """Where ours spent ``wall``: log-mel and encoder timed around their (synchronising) calls, the rest
+    is the decoder (prefill, steps, token rules, fallback re-decodes, the loop's host work)."""
+    s = dict(STAGE)
+    decoder = wall - s["mel_s"] - s["encoder_s"]
+    steps = max(int(s["steps"]), 1)
+    return {
+        "mel_s": round(s["mel_s"], 4),
+        "encoder_s": round(s["encoder_s"], 4),
+        "encoder_windows": int(s["windows"]),
+        "decoder_s": round(decoder, 4),
+        "steps": int(s["steps"]),
+        "rows_per_step": round(s["rows"] / steps, 2),
+        "decoder_ms_per_step": round(1e3 * decoder / steps, 3),
+    }
+
 
 def load_ours(model_dir: Path) -> Any:
     from models.whisper.family import FAMILY
+    from models.whisper.host import HostSession
+    from models.whisper.inference import WhisperSession
 
-    return FAMILY.load(model_dir, types.SimpleNamespace(options={}))
+    tr = FAMILY.load(model_dir, types.SimpleNamespace(options={}))
+    backend = tr.backend
+    encode, log_mel = backend.encode, backend.log_mel
+
+    def timed_encode(mel: Any) -> Any:
+        t0 = time.perf_counter()
+        out = encode(mel)  # evaluates its result
+        STAGE["encoder_s"] = STAGE.get("encoder_s", 0.0) + time.perf_counter() - t0
+        STAGE["windows"] = STAGE.get("windows", 0) + (mel.shape[0] if mel.ndim == 3 else 1)
+        return out
+
+    def timed_log_mel(audio: Any) -> Any:
+        t0 = time.perf_counter()
+        out = log_mel(audio)  # evaluates its result
+        STAGE["mel_s"] = STAGE.get("mel_s", 0.0) + time.perf_counter() - t0
+        return out
+
+    backend.encode, backend.log_mel = timed_encode, timed_log_mel
+    for session in (WhisperSession, HostSession):  # MLX (GPU) and numpy (CPU float32) decoders
+        if getattr(session, "_bench_counted", False):  # count decoder steps and their rows (once)
+            continue
+
+        def counting(step: Any) -> Any:
+            def counted_step(self: Any, tokens: Any) -> Any:
+                STAGE["steps"] = STAGE.get("steps", 0) + 1
+                STAGE["rows"] = STAGE.get("rows", 0) + tokens.shape[0]
+                return step(self, tokens)
+
+            return counted_step
+
+        session.step = counting(session.step)  # type: ignore[method-assign]
+        session._bench_counted = True  # type: ignore[attr-defined]
+    return tr
 
 
-async def ours_requests(worker: Any, transcriber: Any, audio: np.ndarray, n: int) -> tuple[float, list[str]]:
+async def ours_requests(
+    worker: Any, transcriber: Any, audio: np.ndarray, n: int, beam: int
+) -> tuple[float, list[str], dict[str, float]]:
     """N concurrent requests through the MLX worker, as the server runs them."""
     from models.tasks import Segment, TranscribeOptions
 
+    options = TranscribeOptions(language="en", beam_size=beam if beam > 1 else None)
+
     async def one() -> str:
-        stream = await worker.stream(transcriber.transcribe_stream, audio, TranscribeOptions(language="en"))
+        stream = await worker.stream(transcriber.transcribe_stream, audio, options)
         return "".join([s.text async for s in stream if isinstance(s, Segment)]).strip()
 
+    reset_stage()
     t0 = time.perf_counter()
     texts = await asyncio.gather(*(one() for _ in range(n)))
-    return time.perf_counter() - t0, list(texts)
+    wall = time.perf_counter() - t0
+    return wall, list(texts), stage_split(wall)
 
 
 async def ours(model_dir: Path, audio: np.ndarray, windows: list[mx.array], args: Any, record: Any) -> None:
@@ -92,28 +164,32 @@ async def ours(model_dir: Path, audio: np.ndarray, windows: list[mx.array], args
     try:
         tr = await worker.run(load_ours, model_dir)
         duration = len(audio) / 16000
-        await ours_requests(worker, tr, audio, 1)  # warm-up: kernels, compiled steps
-        for n in args.concurrency:
-            results = [await ours_requests(worker, tr, audio, n) for _ in range(args.runs)]
-            wall, texts = min(results, key=lambda r: r[0])
-            record("ours (MLX)", "requests", n, wall, n * duration, texts)
-            batch = mx.stack([windows[i % len(windows)] for i in range(n)])
-            mx.eval(batch)
-            await worker.run(ours_windows, tr, batch)  # warm-up for this batch shape
-            times = [await worker.run(ours_windows, tr, batch) for _ in range(args.runs)]
-            record("ours (MLX)", "windows", n, float(np.median(times)), n * 30.0)
+        for beam in args.beams:
+            await ours_requests(worker, tr, audio, 1, beam)  # warm-up: kernels, compiled steps
+            for n in args.concurrency:
+                results = [await ours_requests(worker, tr, audio, n, beam) for _ in range(args.runs)]
+                wall, texts, stages = min(results, key=lambda r: r[0])
+                record("ours (MLX)", "requests", n, beam, wall, n * duration, texts, stages=stages)
+                batch = mx.stack([windows[i % len(windows)] for i in range(n)])
+                mx.eval(batch)
+                await worker.run(ours_windows, tr, batch, beam)  # warm-up for this batch shape
+                runs = [await worker.run(ours_windows, tr, batch, beam) for _ in range(args.runs)]
+                wall, texts, stages = sorted(runs, key=lambda r: r[0])[len(runs) // 2]
+                record("ours (MLX)", "windows", n, beam, wall, n * 30.0, window_texts=texts, stages=stages)
     finally:
         await worker.stop()
 
 
-def ours_windows(transcriber: Any, mels: mx.array) -> float:
+def ours_windows(transcriber: Any, mels: mx.array, beam: int) -> tuple[float, list[str], dict[str, float]]:
     from models.whisper.transcribe import LoopOptions, WindowJob, decode_windows
 
-    jobs = [WindowJob(m, (), "en", "transcribe", (0.0,), None, 0) for m in mels]
+    jobs = [WindowJob(m, (), "en", "transcribe", (0.0,), beam if beam > 1 else None, 0) for m in mels]
+    reset_stage()
     t0 = time.perf_counter()
-    decode_windows(transcriber.backend, jobs, LoopOptions())
+    out = decode_windows(transcriber.backend, jobs, LoopOptions())
     sync()
-    return time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    return wall, [r.decoded.text for r in out], stage_split(wall)
 
 
 # --- mlx-whisper ------------------------------------------------------------------------------------
@@ -161,13 +237,15 @@ def mlx_whisper_requests(path: Path, audio: np.ndarray, n: int, fp16: bool) -> t
     return time.perf_counter() - t0, texts
 
 
-def mlx_whisper_windows(model: Any, mels: mx.array, fp16: bool) -> float:
+def mlx_whisper_windows(model: Any, mels: mx.array, fp16: bool) -> tuple[float, list[str]]:
     from mlx_whisper.decoding import DecodingOptions, decode
 
     t0 = time.perf_counter()
-    decode(model, mels.astype(mx.float16 if fp16 else mx.float32), DecodingOptions(language="en", fp16=fp16))
+    out = decode(
+        model, mels.astype(mx.float16 if fp16 else mx.float32), DecodingOptions(language="en", fp16=fp16)
+    )
     sync()
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, [r.text for r in out]
 
 
 # --- transformers -----------------------------------------------------------------------------------
@@ -193,7 +271,7 @@ def load_transformers(model_dir: Path) -> Any:
         decoder_ffn_dim=4 * cfg["n_text_state"],
         max_source_positions=cfg["n_audio_ctx"],
         max_target_positions=cfg["n_text_ctx"],
-        decoder_start_token_id=50258,
+        decoder_start_token_id=50258 if cfg["n_vocab"] > 51864 else 50257,
         eos_token_id=50257 if cfg["n_vocab"] > 51864 else 50256,
         pad_token_id=50257 if cfg["n_vocab"] > 51864 else 50256,
     )
@@ -217,7 +295,9 @@ def load_transformers(model_dir: Path) -> Any:
     return model
 
 
-def transformers_windows(model: Any, mels: mx.array, prefix: list[int]) -> float:
+def transformers_windows(
+    model: Any, mels: mx.array, prefix: list[int], beam: int, decode: Any
+) -> tuple[float, list[str]]:
     import torch
 
     dev = next(model.parameters()).device
@@ -226,28 +306,54 @@ def transformers_windows(model: Any, mels: mx.array, prefix: list[int]) -> float
     ids = torch.tensor([prefix] * feats.shape[0], device=dev)
     t0 = time.perf_counter()
     with torch.inference_mode():
-        model.generate(
-            input_features=feats, decoder_input_ids=ids, max_new_tokens=200, do_sample=False, num_beams=1
+        out = model.generate(
+            input_features=feats, decoder_input_ids=ids, max_new_tokens=200, do_sample=False, num_beams=beam
         )
     if dev.type == "cuda":
         torch.cuda.synchronize()
-    return time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    return wall, [decode(row) for row in out.tolist()]
+
+
+def transformers_requests(model: Any, processor: Any, audio: np.ndarray, n: int, beam: int) -> Any:
+    from whisper_rtf import hf_transcribe  # bench/ is on sys.path when this file runs as a script
+
+    t0 = time.perf_counter()
+    texts = hf_transcribe(model, processor, [audio] * n, beam)
+    return time.perf_counter() - t0, [t.strip() for t in texts]
 
 
 # --- driver -----------------------------------------------------------------------------------------
 
 
-def median_time(fn: Any, runs: int) -> float:
+def median_time(fn: Any, runs: int) -> tuple[float, list[str]]:
     fn()  # warm-up (kernel compilation on a GPU)
-    return float(np.median([fn() for _ in range(runs)]))
+    results = sorted((fn() for _ in range(runs)), key=lambda r: r[0])
+    return results[len(results) // 2]
+
+
+def model_arg(text: str) -> tuple[str, Path]:
+    name, sep, path = text.partition("=")
+    if not sep:
+        return Path(text).name, Path(text)
+    return name, Path(path)
+
+
+def versions() -> dict[str, Any]:
+    out: dict[str, Any] = {"python": platform.python_version()}
+    for name in ("mlx", "mlx-cuda-13", "mlx-cpu", "numpy", "torch", "transformers", "mlx-whisper"):
+        with contextlib.suppress(PackageNotFoundError):
+            out[name] = version(name)
+    return out
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model-dir", type=Path, required=True)
+    p.add_argument("--model-dir", type=model_arg, nargs="+", required=True, metavar="[NAME=]DIR")
     p.add_argument("--audio", type=Path, default=DEFAULT_AUDIO)
     p.add_argument("--reference", default=None, help="reference text for WER (default: two_cities)")
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
+    p.add_argument("--beams", type=int, nargs="+", default=[1], help="beam sizes (1: greedy)")
     p.add_argument("--engines", default="ours,mlx-whisper,transformers")
     p.add_argument("--runs", type=int, default=2)
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "whisper_concurrency.json")
@@ -264,79 +370,158 @@ def main() -> int:
         reference = REFERENCE["two_cities"]
     from models.whisper.audio import N_FRAMES, N_SAMPLES, log_mel_spectrogram
 
-    n_mels = json.loads((args.model_dir / "config.json").read_text())["n_mels"]
-    mel = log_mel_spectrogram(mx.array(audio), n_mels, padding=N_SAMPLES)
-    windows = [mel[i : i + N_FRAMES] for i in range(0, mel.shape[0] - N_FRAMES, N_FRAMES)]
-    mx.eval(windows)  # lazy arrays belong to this thread's stream: materialise before the worker uses them
     rows: list[dict[str, Any]] = []
-    info = {"device": str(mx.default_device()), "machine": platform.machine(), "audio_seconds": duration}
+    info: dict[str, Any] = {
+        "device": str(mx.default_device()),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "audio": args.audio.name,
+        "audio_seconds": duration,
+        "concurrency": args.concurrency,
+        "beams": args.beams,
+        "runs": args.runs,
+        "versions": versions(),
+    }
     try:
         import torch
 
         info["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     except ImportError:
         pass
-
-    def record(
-        engine: str, view: str, n: int, wall: float, audio_s: float, texts: list[str] | None = None
-    ) -> None:
-        row = {
-            "engine": engine,
-            "view": view,
-            "n": n,
-            "wall_s": round(wall, 4),
-            "x_real_time": round(audio_s / wall, 1),
-        }
-        if texts:
-            row["wer"] = round(float(np.mean([wer(reference, t) for t in texts])), 4)
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-
-    if "ours" in engines:
-        asyncio.run(ours(args.model_dir, audio, windows, args, record))
-    if "mlx-whisper" in engines:
-        try:
-            model, path = load_mlx_whisper(args.model_dir, mx.float16 if gpu else mx.float32)
-        except ImportError as exc:
-            print(f"mlx-whisper not installed: {exc}")
-        else:
-            for n in args.concurrency:
-                mlx_whisper_requests(path, audio, 1, gpu)  # warm-up
-                wall, texts = mlx_whisper_requests(path, audio, n, gpu)
-                record("mlx-whisper", "requests (sequential)", n, wall, n * duration, texts)
-                batch = mx.stack([windows[i % len(windows)] for i in range(n)])
-                record(
-                    "mlx-whisper",
-                    "windows",
-                    n,
-                    median_time(lambda b=batch: mlx_whisper_windows(model, b, gpu), args.runs),
-                    n * 30.0,
-                )
-    if "transformers" in engines:
-        try:
-            hf_model = load_transformers(args.model_dir)
-        except ImportError as exc:
-            print(f"transformers not installed: {exc}")
-        else:
-            multilingual = json.loads((args.model_dir / "config.json").read_text())["n_vocab"] > 51864
-            prefix = [50258, 50259, 50359, 50363] if multilingual else [50257, 50362]
-            for n in args.concurrency:
-                batch = mx.stack([windows[i % len(windows)] for i in range(n)])
-                record(
-                    "transformers",
-                    "windows",
-                    n,
-                    median_time(lambda b=batch: transformers_windows(hf_model, b, prefix), args.runs),
-                    n * 30.0,
-                )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"info": info, "rows": rows}, indent=2))
+
+    def save() -> None:
+        args.out.write_text(json.dumps({"info": info, "rows": rows}, indent=1))
+
+    for model_name, model_dir in args.model_dir:
+        cfg = json.loads((model_dir / "config.json").read_text())
+        mel = log_mel_spectrogram(mx.array(audio), cfg["n_mels"], padding=N_SAMPLES)
+        windows = [mel[i : i + N_FRAMES] for i in range(0, mel.shape[0] - N_FRAMES, N_FRAMES)]
+        mx.eval(
+            windows
+        )  # lazy arrays belong to this thread's stream: materialise before the worker uses them
+
+        def record(
+            engine: str,
+            view: str,
+            n: int,
+            beam: int,
+            wall: float,
+            audio_s: float,
+            texts: list[str] | None = None,
+            *,
+            window_texts: list[str] | None = None,
+            stages: dict[str, float] | None = None,
+            model_name: str = model_name,
+            n_windows: int = len(windows),
+        ) -> None:
+            row: dict[str, Any] = {
+                "model": model_name,
+                "engine": engine,
+                "view": view,
+                "n": n,
+                "beam": beam,
+                "wall_s": round(wall, 4),
+                "x_real_time": round(audio_s / wall, 1),
+            }
+            if texts:
+                row["wer"] = round(float(np.mean([wer(reference, t) for t in texts])), 4)
+            if window_texts and len(window_texts) >= n_windows:
+                # a sanity check only: the clip's windows decoded independently, joined (a word cut at a
+                # window's edge counts as an error)
+                row["wer_windows_joined"] = round(wer(reference, " ".join(window_texts[:n_windows])), 4)
+            if stages:
+                row["stages"] = stages
+            rows.append(row)
+            save()
+            print(json.dumps(row), flush=True)
+
+        def unavailable(engine: str, view: str, beam: int, why: str, model_name: str = model_name) -> None:
+            row = {"model": model_name, "engine": engine, "view": view, "beam": beam, "status": why}
+            rows.append(row)
+            save()
+            print(json.dumps(row), flush=True)
+
+        if "ours" in engines:
+            asyncio.run(ours(model_dir, audio, windows, args, record))
+        if "mlx-whisper" in engines:
+            try:
+                model, path = load_mlx_whisper(model_dir, mx.float16 if gpu else mx.float32)
+            except ImportError as exc:
+                print(f"mlx-whisper not installed: {exc}")
+            else:
+                for beam in args.beams:
+                    if beam > 1:
+                        unavailable("mlx-whisper", "requests, windows", beam, "no beam search in mlx-whisper")
+                        continue
+                    for n in args.concurrency:
+                        mlx_whisper_requests(path, audio, 1, gpu)  # warm-up
+                        wall, texts = mlx_whisper_requests(path, audio, n, gpu)
+                        record("mlx-whisper", "requests (sequential)", n, beam, wall, n * duration, texts)
+                        batch = mx.stack([windows[i % len(windows)] for i in range(n)])
+                        wall, wtexts = median_time(
+                            lambda b=batch, m=model: mlx_whisper_windows(m, b, gpu), args.runs
+                        )
+                        record("mlx-whisper", "windows", n, beam, wall, n * 30.0, window_texts=wtexts)
+                del model
+        if "transformers" in engines:
+            try:
+                hf_model = load_transformers(model_dir)
+            except ImportError as exc:
+                print(f"transformers not installed: {exc}")
+            else:
+                from tokenizers import Tokenizer
+
+                tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+
+                def decode(ids: list[int], tok: Any = tok) -> str:
+                    return str(tok.decode(ids, skip_special_tokens=True))
+
+                multilingual = cfg["n_vocab"] > 51864
+                prefix = [50258, 50259, 50359, 50363] if multilingual else [50257, 50362]
+                hf_long = None
+                if gpu:
+                    sys.path.insert(0, str(ROOT / "bench"))
+                    from whisper_rtf import hf_load
+
+                    hf_long = hf_load(model_dir)
+                for beam in args.beams:
+                    for n in args.concurrency:
+                        if hf_long is not None:
+                            transformers_requests(*hf_long, audio, 1, beam)  # warm-up
+                            results = [
+                                transformers_requests(*hf_long, audio, n, beam) for _ in range(args.runs)
+                            ]
+                            wall, texts = min(results, key=lambda r: r[0])
+                            record(
+                                "transformers", "requests (one batched generate)", n, beam, wall,
+                                n * duration, texts,
+                            )  # fmt: skip
+                        batch = mx.stack([windows[i % len(windows)] for i in range(n)])
+                        wall, wtexts = median_time(
+                            lambda b=batch, k=beam, m=hf_model, pf=prefix: transformers_windows(
+                                m, b, pf, k, decode
+                            ),
+                            args.runs,
+                        )
+                        record("transformers", "windows", n, beam, wall, n * 30.0, window_texts=wtexts)
+                del hf_model, hf_long
+    save()
     print(f"\n{info}\n")
-    print(f"{'engine':24} {'view':24} {'N':>3} {'wall s':>8} {'x real time':>12} {'WER':>6}")
+    print(
+        f"{'model':16} {'engine':13} {'view':32} {'beam':>4} {'N':>3} {'wall s':>8} {'x real time':>11} "
+        f"{'WER':>6} {'enc s':>7} {'dec ms/step':>11} {'rows/step':>9}"
+    )
     for r in rows:
+        if "status" in r:
+            print(f"{r['model']:16} {r['engine']:13} {r['view']:32} {r['beam']:>4}  {r['status']}")
+            continue
+        s = r.get("stages") or {}
+        w = r.get("wer", r.get("wer_windows_joined", float("nan")))
         print(
-            f"{r['engine']:24} {r['view']:24} {r['n']:>3} {r['wall_s']:>8.3f} {r['x_real_time']:>12.1f} "
-            f"{r.get('wer', float('nan')):>6.3f}"
+            f"{r['model']:16} {r['engine']:13} {r['view']:32} {r['beam']:>4} {r['n']:>3} {r['wall_s']:>8.3f} "
+            f"{r['x_real_time']:>11.1f} {w:>6.3f} {s.get('encoder_s', float('nan')):>7.3f} "
+            f"{s.get('decoder_ms_per_step', float('nan')):>11.2f} {s.get('rows_per_step', float('nan')):>9.1f}"
         )
     return 0
 

@@ -10,6 +10,9 @@ reference text and, for ours, the time split (log-mel, encoder per window, decod
                                           [--beams 1 5] [--runs 3]
     .venv/bin/python bench/whisper_rtf.py --report     # the table again from bench/results/whisper_rtf.json
 
+On a machine without the models' source packages (the lent GPU), give converted directories instead:
+``--model-dirs tiny.en=DIR base=DIR`` (this project's layout, as ``mlx-audio-server download`` makes).
+
 Installs nothing: an engine whose package is missing is reported as "not installed". On a CUDA machine
 with MLX CUDA, ours and mlx-whisper run in float16 on the GPU and transformers' Whisper (fp16, SDPA)
 joins from a checkpoint exported from our weights (`bench/hf_export.py`).
@@ -131,13 +134,14 @@ def prepare_ours(ctx: dict[str, Any], beam: int, stats: dict[str, list[float]]) 
     return run
 
 
-def load_ours(model: str, cache: Path) -> Any:
+def load_ours(model: str, cache: Path, given: Path | None = None) -> Any:
+    """Our transcriber and its converted directory: ``given`` as is, else converted (once) into ``cache``."""
     from models.families import get_family
     from models.registry import BUILTIN_MODELS, Registry
     from models.weights import model_dir
 
     spec = Registry(BUILTIN_MODELS).get(MODELS[model])
-    d = model_dir(spec, cache)
+    d = given if given is not None else model_dir(spec, cache)
     return get_family("whisper").load(d, spec), d
 
 
@@ -158,7 +162,7 @@ def prepare_faster_whisper(ctx: dict[str, Any], beam: int, compute_type: str) ->
     if key not in ctx:
         device = "cuda" if ctx["gpu"] else "cpu"
         ct = compute_type if not ctx["gpu"] or compute_type != "float32" else "float16"
-        ctx[key] = WhisperModel(str(ctx["ct2_dir"]), device=device, compute_type=ct)
+        ctx[key] = WhisperModel(str(ct2_dir(ctx["model"], ctx["cache"])), device=device, compute_type=ct)
     fw = ctx[key]
 
     def run(audio: Any) -> str:
@@ -224,6 +228,12 @@ def mlx_whisper_dir(src: Path, dst: Path) -> Path:
 
 def prepare_mlx_whisper(ctx: dict[str, Any], beam: int) -> Callable[[Any], str]:
     try:
+        import numba  # noqa: F401  (mlx-whisper needs it for word timing only)
+    except ImportError:  # e.g. a GPU image whose numba is older than its numpy
+        import types
+
+        sys.modules["numba"] = types.SimpleNamespace(jit=lambda *a, **k: lambda f: f)  # type: ignore[assignment]
+    try:
         import mlx_whisper
     except ImportError as e:
         raise Unavailable("not installed") from e
@@ -243,46 +253,70 @@ def prepare_mlx_whisper(ctx: dict[str, Any], beam: int) -> Callable[[Any], str]:
     return run
 
 
+# transformers' long-form rules as openai-whisper's defaults: its compression ratio is of the token ids' bytes,
+# for which its documentation gives 1.35 as the counterpart of openai's 2.4 over the text.
+HF_FALLBACK = {"compression_ratio_threshold": 1.35, "logprob_threshold": -1.0, "no_speech_threshold": 0.6}
+
+
+def hf_load(src: Path, device: str = "cuda") -> tuple[Any, Any]:
+    """transformers' Whisper (SDPA; fp16 on CUDA, fp32 elsewhere) and processor, from our converted
+    directory ``src``."""
+    import torch
+    from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from hf_export import export_hf
+
+    hf_dir = export_hf(src, Path(tempfile.mkdtemp(prefix="hf-whisper-")))
+    model = WhisperForConditionalGeneration.from_pretrained(
+        hf_dir, dtype=torch.float16 if device == "cuda" else torch.float32, attn_implementation="sdpa"
+    ).to(device)
+    return model.eval(), WhisperProcessor.from_pretrained(hf_dir)
+
+
+def hf_transcribe(model: Any, processor: Any, audios: list[Any], beam: int) -> list[str]:
+    """Long-form ``generate`` over whole recordings (one batch; seeking, timestamps, conditioning on the
+    previous window and the temperature fallback inside transformers), as text per recording."""
+    import torch
+
+    inputs = processor(
+        audios, sampling_rate=16_000, return_tensors="pt", truncation=False, padding="longest",
+        return_attention_mask=True,
+    )  # fmt: skip
+    if inputs.input_features.shape[-1] < 3000:  # all shorter than a window: the short-form path
+        inputs = processor(audios, sampling_rate=16_000, return_tensors="pt", return_attention_mask=True)
+    inputs = inputs.to(model.device, model.dtype)
+    with torch.inference_mode():
+        ids = model.generate(
+            **inputs,
+            num_beams=beam,
+            temperature=TEMPERATURES,
+            condition_on_prev_tokens=True,
+            return_timestamps=True,
+            language="en" if model.config.vocab_size > 51864 else None,
+            **HF_FALLBACK,
+        )
+    if model.device.type == "cuda":
+        torch.cuda.synchronize()
+    return [str(t) for t in processor.batch_decode(ids, skip_special_tokens=True)]
+
+
 def prepare_transformers(ctx: dict[str, Any], beam: int) -> Callable[[Any], str]:
     if not ctx["gpu"]:
         raise Unavailable("GPU only in this bench")
     try:
         import torch
-        from transformers import WhisperForConditionalGeneration, WhisperProcessor
+        import transformers  # noqa: F401
     except ImportError as e:
         raise Unavailable("not installed") from e
     if not torch.cuda.is_available():
         raise Unavailable("torch has no CUDA here")
     if "hf" not in ctx:
-        sys.path.insert(0, str(ROOT / "bench"))
-        from hf_export import export_hf
-
-        hf_dir = export_hf(ctx["dir"], Path(tempfile.mkdtemp(prefix="hf-whisper-")))
-        model = WhisperForConditionalGeneration.from_pretrained(
-            hf_dir, torch_dtype=torch.float16, attn_implementation="sdpa"
-        ).to("cuda")
-        ctx["hf"] = (model, WhisperProcessor.from_pretrained(hf_dir))
+        ctx["hf"] = hf_load(ctx["dir"])
     model, processor = ctx["hf"]
 
     def run(audio: Any) -> str:
-        inputs = processor(
-            audio, sampling_rate=16_000, return_tensors="pt", truncation=False, padding="longest",
-            return_attention_mask=True,
-        )  # fmt: skip
-        if inputs.input_features.shape[-1] < 3000:
-            inputs = processor(audio, sampling_rate=16_000, return_tensors="pt", return_attention_mask=True)
-        inputs = inputs.to("cuda", torch.float16)
-        with torch.inference_mode():
-            ids = model.generate(
-                **inputs,
-                num_beams=beam,
-                temperature=TEMPERATURES,
-                condition_on_prev_tokens=True,
-                return_timestamps=True,
-                language="en" if model.config.vocab_size > 51864 else None,
-            )
-        torch.cuda.synchronize()
-        return str(processor.batch_decode(ids, skip_special_tokens=True)[0])
+        return hf_transcribe(model, processor, [audio], beam)[0]
 
     return run
 
@@ -315,9 +349,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     cache = Path(args.cache)
     gpu = on_gpu()
     rows: list[dict[str, Any]] = []
+    given = dict(args.model_dirs)
     for model in args.models:
-        tr, d = load_ours(model, cache)
-        ctx: dict[str, Any] = {"ours": tr, "dir": d, "gpu": gpu, "ct2_dir": ct2_dir(model, cache)}
+        tr, d = load_ours(model, cache, given.get(model))
+        ctx: dict[str, Any] = {"ours": tr, "dir": d, "gpu": gpu, "model": model, "cache": cache}
         for beam in args.beams:
             for engine in args.engines:
                 row: dict[str, Any] = {"engine": engine, "model": model, "beam": beam}
@@ -367,9 +402,36 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             "mlx": getattr(mx, "__version__", None),
             "device": str(mx.default_device()),
             "numpy": np.__version__,
+            **(gpu_info() if gpu else {}),
         },
         "rows": rows,
     }
+
+
+def gpu_info() -> dict[str, Any]:
+    """The GPU and the peers' versions (on a GPU machine only)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    info: dict[str, Any] = {}
+    for name in ("mlx-cuda-13", "torch", "transformers", "mlx-whisper"):
+        try:
+            info[name] = version(name)
+        except PackageNotFoundError:
+            info[name] = None
+    try:
+        import torch
+
+        info["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    except ImportError:
+        pass
+    return info
+
+
+def model_dir_arg(text: str) -> tuple[str, Path]:
+    name, sep, path = text.partition("=")
+    if not sep or name not in MODELS:
+        raise argparse.ArgumentTypeError(f"expected NAME=DIR with NAME in {list(MODELS)}, got {text!r}")
+    return name, Path(path)
 
 
 def table(result: dict[str, Any]) -> str:
@@ -400,6 +462,10 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--clip", type=Path, default=CLIP)
     p.add_argument("--cache", default=os.environ.get("MLX_AUDIO_CACHE", "/tmp/mlxcache"))
+    p.add_argument(
+        "--model-dirs", nargs="+", type=model_dir_arg, default=[], metavar="NAME=DIR",
+        help="converted model directories to use as they are (no conversion, no source package needed)",
+    )  # fmt: skip
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--report", action="store_true", help="print the table from --out and exit")
     run_and_report(p.parse_args(), measure, table)

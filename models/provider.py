@@ -147,6 +147,7 @@ class ModelProvider:
             raise WeightsError(f"Loading model '{spec.id}' failed: {exc}") from exc
         nbytes = max(0, mx.get_active_memory() - before)
         nbytes = nbytes or int(getattr(model, "nbytes", 0))
+        nbytes += int(getattr(model, "host_nbytes", 0))  # host memory a family holds beside MLX's
         return model, nbytes, time.perf_counter() - t0
 
     @contextlib.asynccontextmanager

@@ -603,28 +603,62 @@ PyDoc_STRVAR(select_doc, "log_softmax_top(x, k, index, logprob)\n\n"
                          "largest first, ties to the lower index) and their log-probabilities under the row's "
                          "softmax (float32 logprob [R, k]). -inf entries are never taken while a finite one is left.");
 
-/* One row: a running top-k (insertion into a k-list, only for entries above the current k-th) and the
- * row's log-sum-exp. */
+/* The running top-k of one row: entry i goes in if the list is not full or it beats the k-th. */
+static inline void top_insert(float xi, Py_ssize_t i, Py_ssize_t k, float *best, int64_t *index, Py_ssize_t *n) {
+    Py_ssize_t j = *n < k ? (*n)++ : k - 1;
+    while (j > 0 && best[j - 1] < xi) {
+        best[j] = best[j - 1];
+        index[j] = index[j - 1];
+        j--;
+    }
+    best[j] = xi;
+    index[j] = i;
+}
+
+#if HK_X86
+/* Eight entries per compare against the k-th best; only those above it are inserted (a few per row). */
+HK_AVX2 static float top_scan_avx2(const float *x, Py_ssize_t v, Py_ssize_t k, float *best, int64_t *index,
+                                   Py_ssize_t *n) {
+    float mx = -INFINITY;
+    Py_ssize_t i = 0;
+    for (; i < v && *n < k; i++) {
+        mx = x[i] > mx ? x[i] : mx;
+        top_insert(x[i], i, k, best, index, n);
+    }
+    __m256 mv = _mm256_set1_ps(-INFINITY), floor8 = _mm256_set1_ps(best[k - 1]);
+    for (; i + 8 <= v; i += 8) {
+        __m256 xv = _mm256_loadu_ps(x + i);
+        mv = _mm256_max_ps(mv, xv);
+        int hits = _mm256_movemask_ps(_mm256_cmp_ps(xv, floor8, _CMP_GT_OQ));
+        if (!hits) continue;
+        for (int b = 0; b < 8; b++)
+            if (x[i + b] > best[k - 1]) top_insert(x[i + b], i + b, k, best, index, n);
+        floor8 = _mm256_set1_ps(best[k - 1]);
+    }
+    float m8 = hmax(mv);
+    mx = m8 > mx ? m8 : mx;
+    for (; i < v; i++) {
+        mx = x[i] > mx ? x[i] : mx;
+        if (x[i] > best[k - 1]) top_insert(x[i], i, k, best, index, n);
+    }
+    return mx;
+}
+#endif
+
+/* One row: its top k (largest first, ties to the lower index) and the row's log-sum-exp. */
 static void select_row(const float *x, Py_ssize_t v, Py_ssize_t k, int64_t *index, float *logprob, int simd) {
     float best[64];
     Py_ssize_t n = 0;
-    float floor = -INFINITY;
     float mx = -INFINITY;
-    for (Py_ssize_t i = 0; i < v; i++) {
-        float xi = x[i];
-        if (xi > mx) mx = xi;
-        if (n < k || xi > floor) {
-            Py_ssize_t j = n < k ? n++ : k - 1;
-            while (j > 0 && best[j - 1] < xi) {
-                best[j] = best[j - 1];
-                index[j] = index[j - 1];
-                j--;
-            }
-            best[j] = xi;
-            index[j] = i;
-            floor = best[n - 1];
+#if HK_X86
+    if (simd) {
+        mx = top_scan_avx2(x, v, k, best, index, &n);
+    } else
+#endif
+        for (Py_ssize_t i = 0; i < v; i++) {
+            mx = x[i] > mx ? x[i] : mx;
+            if (n < k || x[i] > best[k - 1]) top_insert(x[i], i, k, best, index, &n);
         }
-    }
     double sum = 0.0;
     if (mx != -INFINITY) {
 #if HK_X86

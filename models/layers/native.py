@@ -15,7 +15,6 @@ false. What each buys, measured on the 2-core CI machine (`docs/benchmarks.md`):
 from __future__ import annotations
 
 import os
-from functools import cache
 
 import numpy as np
 
@@ -42,11 +41,12 @@ def fast_half() -> bool:
     return _hk is not None and bool(_hk.simd())
 
 
-@cache
+_THREADS = max(1, min(os.cpu_count() or 1, 8, 1 if _hk is None else int(_hk.max_threads())))
+
+
 def threads() -> int:
     """Threads for the decoder's products: one per core, at most 8 (as the worker pool)."""
-    most = 1 if _hk is None else int(_hk.max_threads())
-    return max(1, min(os.cpu_count() or 1, 8, most))
+    return _THREADS
 
 
 def half_exact(weight: np.ndarray) -> np.ndarray | None:

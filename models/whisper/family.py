@@ -53,6 +53,8 @@ class WhisperTranscriber:
         self.beam_size = beam_size  # the model's default search (the OpenAI API has no such field)
         # windows of concurrent requests decoded together: wide on a GPU, narrow on the CPU (compute-bound)
         self.max_batch = 16 if mx.default_device() == mx.gpu else 4
+        # The CPU path's numpy views and exact float16 copies, made now so that the load counts them
+        self.host_nbytes = self.backend.prepare_host()
 
     def check(self, options: TranscribeOptions) -> None:
         check_options(self.backend, options)

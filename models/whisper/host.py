@@ -40,14 +40,17 @@ class _Attention:
     scale: np.float32
 
     @classmethod
-    def of(cls, attn: MultiHeadAttention, half: bool) -> _Attention:
-        def lin(layer: nn.Linear) -> HostLinear:
-            return HostLinear.of(layer, half)
+    def of(cls, attn: MultiHeadAttention, half: bool, cross: bool = False) -> _Attention:
+        """``half``: exact float16 copies for the step's products; not for the cross-attention keys and
+        values, which the encoder computes once per window."""
+
+        def lin(layer: nn.Linear, step: bool = True) -> HostLinear:
+            return HostLinear.of(layer, half and step)
 
         return cls(
             lin(attn.query),
-            lin(attn.key),
-            lin(attn.value),
+            lin(attn.key, not cross),
+            lin(attn.value, not cross),
             lin(attn.out),
             attn.n_head,
             np.float32(attn.scale),
@@ -88,7 +91,7 @@ class _Block:
         return cls(
             _Attention.of(block.attn, half),
             HostNorm.of(block.attn_ln),
-            _Attention.of(block.cross_attn, half),
+            _Attention.of(block.cross_attn, half, cross=True),
             HostNorm.of(block.cross_attn_ln),
             HostNorm.of(block.mlp_ln),
             HostLinear.of(block.mlp1, half),
@@ -173,6 +176,21 @@ class HostDecoder:
         self.ln = HostNorm.of(dec.ln)
         cfg = model.config
         self.cache_shape = (cfg.n_text_head, cfg.head_dim)
+        halves = [self.embedding_half] + [
+            lin.half
+            for b in self.blocks
+            for lin in (
+                b.attn.query,
+                b.attn.key,
+                b.attn.value,
+                b.attn.out,
+                b.cross.query,
+                b.cross.out,
+                b.mlp1,
+                b.mlp2,
+            )
+        ]
+        self.extra_nbytes = sum(h.nbytes for h in halves if h is not None)
 
     def init_cache(self, batch: int, capacity: int) -> list[HostKV]:
         shape = (batch, *self.cache_shape[:1], capacity, self.cache_shape[1])

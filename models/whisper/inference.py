@@ -158,6 +158,12 @@ class WhisperBackend:
             self._host = (HostEncoder(self.model), HostDecoder(self.model))
         return self._host
 
+    def prepare_host(self) -> int:
+        """Make the CPU path (where it applies) now rather than on first use; returns the bytes it holds
+        beyond the MLX weights (the step's float16 copies: it views the rest)."""
+        host = self._host_model()
+        return 0 if host is None else host[1].extra_nbytes
+
     def log_mel(self, audio: np.ndarray) -> mx.array:
         """Mono 16 kHz float32 → [frames + 3000, n_mels] (30 s of zeros appended, as openai does)."""
         mel = log_mel_spectrogram(mx.array(audio), self.config.n_mels, padding=N_SAMPLES)

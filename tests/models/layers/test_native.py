@@ -182,7 +182,7 @@ def test_attend_rejects_bad_arguments() -> None:
         native.attend(q, k, np.zeros((2, 4, 8), np.float32), 1.0, 4)
 
 
-def test_log_softmax_top_matches_numpy() -> None:
+def test_log_softmax_top_matches_numpy(path: str) -> None:
     rng = np.random.default_rng(9)
     x = (3 * rng.standard_normal((7, 51864))).astype(np.float32)
     x[:, :1000] = -np.inf  # suppressed tokens

@@ -10,6 +10,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
+from models.layers import native
 from models.whisper.audio import N_FRAMES, N_SAMPLES, log_mel_spectrogram
 from models.whisper.host import HostDecoder, HostSession
 from models.whisper.host_encoder import HostEncoder
@@ -26,6 +27,15 @@ def tiny(tiny_en_dir: Path) -> Whisper:
     return load_whisper(tiny_en_dir)
 
 
+@pytest.fixture(params=["kernels", "numpy"])
+def kernels(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both CPU paths: with the C kernels (`models.layers.native`) and without them (an install that
+    could not build them), which must give the same numbers."""
+    if request.param == "numpy":
+        monkeypatch.setattr(native, "_hk", None)
+    return str(request.param)
+
+
 def _mel(*names: str) -> mx.array:
     mels = [log_mel_spectrogram(mx.array(_audio(n)), 80, padding=N_SAMPLES)[:N_FRAMES] for n in names]
     return mx.stack(mels)
@@ -36,7 +46,9 @@ def _rel(got: np.ndarray, want: np.ndarray) -> float:
 
 
 @pytest.mark.parametrize("model_name", ["tiny", "base"])
-def test_host_encoder_matches_mlx_encoder(model_name: str, tiny: Whisper, base_dir: Path) -> None:
+def test_host_encoder_matches_mlx_encoder(
+    model_name: str, tiny: Whisper, base_dir: Path, kernels: str
+) -> None:
     model = tiny if model_name == "tiny" else load_whisper(base_dir)
     mel = _mel("jfk", "beckett")  # two windows in one batch
     want = model.cross_kv(model.embed_audio(mel))
@@ -66,9 +78,12 @@ def _sessions(model: Whisper, mel: mx.array) -> tuple[HostSession, WhisperSessio
     )
 
 
-def test_host_decoder_steps_match_mlx_with_left_padding(tiny: Whisper, tiny_en_dir: Path) -> None:
+def test_host_decoder_steps_match_mlx_with_left_padding(
+    tiny: Whisper, tiny_en_dir: Path, kernels: str
+) -> None:
     tok = load_tokenizer(tiny_en_dir, tiny.config)
     host, ref = _sessions(tiny, _mel("jfk", "two_cities_16k"))
+    assert (host.decoder.embedding_half is not None) == (kernels == "kernels")
     sot = list(tok.sot_sequence)
     prompts = [sot, [tok.sot_prev, *tok.encode(" earlier text of this request"), *sot]]  # row 0 is padded
     sot_index = [0, len(prompts[1]) - len(sot)]
@@ -85,7 +100,7 @@ def test_host_decoder_steps_match_mlx_with_left_padding(tiny: Whisper, tiny_en_d
     assert host.offset == ref.offset
 
 
-def test_host_beams_share_audio_and_reorder_like_mlx(tiny: Whisper, tiny_en_dir: Path) -> None:
+def test_host_beams_share_audio_and_reorder_like_mlx(tiny: Whisper, tiny_en_dir: Path, kernels: str) -> None:
     tok = load_tokenizer(tiny_en_dir, tiny.config)
     host, ref = _sessions(tiny, _mel("jfk", "beckett"))
     prompts = [list(tok.sot_sequence)] * 2
@@ -146,3 +161,15 @@ def test_real_checkpoints_are_exact_float16_and_the_half_step_matches(
         got, want = (np.array(s.step(tokens)) for s in sessions)
         assert _rel(got, want) < 1e-5  # the same products, summed in another order
         tokens = mx.array(np.argmax(want, axis=-1))
+
+
+def test_the_load_counts_the_host_copies(tiny_en_dir: Path) -> None:
+    from models.whisper.family import WhisperTranscriber
+
+    model = load_whisper(tiny_en_dir)
+    tr = WhisperTranscriber(model, load_tokenizer(tiny_en_dir, model.config))
+    cfg = model.config
+    d, layers = cfg.n_text_state, cfg.n_text_layer
+    # float16 copies of the tied embedding and, per layer, 6 d×d products and the 2 MLP ones (4d×d)
+    want = 2 * (cfg.n_vocab * d + layers * (6 * d * d + 2 * 4 * d * d))
+    assert tr.host_nbytes == want  # 56 MB for tiny.en
