@@ -320,25 +320,31 @@ def beam_search_decode(
             idx_l, lp_l = top_idx.tolist(), top_lp.tolist()
         new_seqs, new_lps, new_sums, sources, feed = [], [], [], [], []
         for a in range(n_audio):
-            cands: dict[tuple[int, ...], tuple[float, int, float]] = {}
+            # A candidate is (prefix, token), prefixes interned once per row: rows with the same sequence
+            # share a key (the later one wins, as openai's dict over whole sequences), and only the kept
+            # candidates are materialised as sequences.
+            prefixes: dict[tuple[int, ...], int] = {}
+            cands: dict[tuple[int, int], tuple[float, int, float]] = {}
             for j in range(beam):
                 row = a * beam + j
                 if step == 0 and j > 0:
                     break  # all beams are identical before the first step
+                prefix = prefixes.setdefault(tuple(seqs[row]), row)
                 for tok, lp in zip(idx_l[row], lp_l[row], strict=True):
-                    cands[(*seqs[row], tok)] = (sums[row] + lp, row, lp)
+                    cands[(prefix, tok)] = (sums[row] + lp, row, lp)
             saved = 0
-            for seq in sorted(cands, key=lambda s: cands[s][0], reverse=True):
-                score, row, lp = cands[seq]
-                if seq[-1] == special.eot:
+            for key in sorted(cands, key=lambda c: cands[c][0], reverse=True):
+                score, row, lp = cands[key]
+                tok = key[1]
+                if tok == special.eot:
                     if len(finished[a]) < max_candidates:
-                        finished[a].setdefault(seq[:-1], (score, [*seq_lps[row], lp]))
+                        finished[a].setdefault(tuple(seqs[row]), (score, [*seq_lps[row], lp]))
                     continue
-                new_seqs.append(list(seq))
+                new_seqs.append([*seqs[row], tok])
                 new_lps.append([*seq_lps[row], lp])
                 new_sums.append(score)
                 sources.append(row)
-                feed.append(seq[-1])
+                feed.append(tok)
                 saved += 1
                 if saved == beam:
                     break

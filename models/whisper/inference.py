@@ -77,6 +77,7 @@ class WhisperSession:
     def __init__(self, model: Whisper, cross_kv: list[KV], step_fn: Any = None) -> None:
         self.model = model
         self.cross_kv = cross_kv
+        self.audio_of_row = np.arange(cross_kv[0][0].shape[0])  # the audio whose keys each row holds
         self.step_fn = step_fn or model.make_step(compile=False)
         # A compiled step retraces for every new cache shape: keep one capacity on the GPU; on the CPU
         # (eager) a shorter cache is cheaper to attend over.
@@ -113,7 +114,12 @@ class WhisperSession:
 
     def reorder(self, index: mx.array) -> None:
         self.cache = [(k[index], v[index]) for k, v in self.cache]
-        self.cross_kv = [(k[index], v[index]) for k, v in self.cross_kv]
+        # Beam search first expands each audio to its beams, then only reorders rows within an audio:
+        # the audio keys/values (1500 frames per row and layer) are gathered only when a row's audio changes.
+        audio = self.audio_of_row[np.asarray(index, dtype=np.int64)]
+        if not np.array_equal(audio, self.audio_of_row):
+            self.cross_kv = [(k[index], v[index]) for k, v in self.cross_kv]
+            self.audio_of_row = audio
         if self.pad is not None:
             self.pad = self.pad[index]
 
