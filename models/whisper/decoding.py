@@ -200,6 +200,17 @@ def host_log_softmax(x: np.ndarray) -> np.ndarray:
     return x - lse
 
 
+def _host_top(x: np.ndarray, k: int) -> tuple[list[list[int]], list[list[float]]]:
+    """The ``k`` best tokens of each row of filtered logits ``[B, V]`` and their log-probabilities: one C
+    pass per row where the kernels are built, else a numpy log-softmax and argmax/partition."""
+    best = native.top_logprobs(x, k)
+    if best is None:
+        lp = host_log_softmax(x)
+        top = lp.argmax(axis=-1)[:, None] if k == 1 else np.argpartition(-lp, kth=k - 1, axis=-1)[:, :k]
+        best = top, np.take_along_axis(lp, top, axis=-1)
+    return best[0].tolist(), best[1].tolist()
+
+
 def on_host() -> bool:
     """Logit rules and token selection run in numpy on the CPU (vectorised), in MLX on a GPU."""
     return mx.default_device() == mx.cpu
@@ -237,13 +248,8 @@ def greedy_decode(
     for i in range(budget):
         if host:
             filtered = rules.apply_host(np.array(logits, dtype=np.float32), [r.sampled for r in rows])
-            best = native.top_logprobs(filtered, 1)
-            if best is not None:
-                toks, lpv = best[0][:, 0].tolist(), best[1][:, 0].tolist()
-            else:
-                picks = filtered.argmax(axis=-1)
-                toks = picks.tolist()
-                lpv = host_log_softmax(filtered)[np.arange(n), picks].tolist()
+            picks, pick_lps = _host_top(filtered, 1)
+            toks, lpv = [p[0] for p in picks], [p[0] for p in pick_lps]
         else:
             logits = rules.apply(logits, [r.sampled for r in rows])
             if options.temperature == 0:
@@ -305,14 +311,7 @@ def beam_search_decode(
     for step in range(budget):
         k = beam + 1
         if on_host():
-            filtered = rules.apply_host(np.array(logits, dtype=np.float32), seqs)
-            best = native.top_logprobs(filtered, k)
-            if best is not None:
-                idx_l, lp_l = best[0].tolist(), best[1].tolist()
-            else:
-                host_lp = host_log_softmax(filtered)
-                top = np.argpartition(-host_lp, kth=k - 1, axis=-1)[:, :k]
-                idx_l, lp_l = top.tolist(), np.take_along_axis(host_lp, top, axis=-1).tolist()
+            idx_l, lp_l = _host_top(rules.apply_host(np.array(logits, dtype=np.float32), seqs), k)
         else:
             logprobs = _log_softmax(rules.apply(logits, seqs))
             top_idx = mx.argpartition(-logprobs, kth=k - 1, axis=-1)[:, :k]

@@ -169,14 +169,15 @@ class HostDecoder:
         (`native.half_exact`; default: where the C kernels make them pay)."""
         dec = model.decoder
         half = native.fast_half() if half is None else half
-        self.embedding = host_view(dec.token_embedding.weight)  # [V, D]; also the output projection
-        self.embedding_half = native.half_exact(self.embedding) if half else None
+        self.embedding = host_view(dec.token_embedding.weight)  # [V, D]
+        # the output projection through the tied embedding, as a bias-free linear layer over it
+        self.output = HostLinear(self.embedding, None, native.half_exact(self.embedding) if half else None)
         self.positions = host_view(dec.positional_embedding)
         self.blocks = [_Block.of(b, half) for b in dec.blocks]
         self.ln = HostNorm.of(dec.ln)
         cfg = model.config
         self.cache_shape = (cfg.n_text_head, cfg.head_dim)
-        halves = [self.embedding_half] + [
+        halves = [self.output.half] + [
             lin.half
             for b in self.blocks
             for lin in (
@@ -235,10 +236,8 @@ class HostDecoder:
     def project(self, x: np.ndarray) -> np.ndarray:
         """Hidden ``[..., D]`` → logits ``[..., V]`` through the tied embedding: its exact float16 copy for
         the few rows of a step (half the bytes of this memory-bound product), else ``gemv``/``gemm`` with
-        the embedding transposed in BLAS, no copy."""
-        if self.embedding_half is not None and x.size <= native.SMALL_ROWS * x.shape[-1]:
-            return native.linear_half(x, self.embedding_half, None)
-        return x @ self.embedding.T
+        the embedding transposed in BLAS, no copy (`HostLinear`)."""
+        return self.output(x)
 
 
 class HostSession:

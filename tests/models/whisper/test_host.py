@@ -83,7 +83,7 @@ def test_host_decoder_steps_match_mlx_with_left_padding(
 ) -> None:
     tok = load_tokenizer(tiny_en_dir, tiny.config)
     host, ref = _sessions(tiny, _mel("jfk", "two_cities_16k"))
-    assert (host.decoder.embedding_half is not None) == (kernels == "kernels")
+    assert (host.decoder.output.half is not None) == (kernels == "kernels")
     sot = list(tok.sot_sequence)
     prompts = [sot, [tok.sot_prev, *tok.encode(" earlier text of this request"), *sot]]  # row 0 is padded
     sot_index = [0, len(prompts[1]) - len(sot)]
@@ -143,11 +143,11 @@ def test_real_checkpoints_are_exact_float16_and_the_half_step_matches(
     # round trip, so the step reads half copies (the C kernels) with the float32 model's values.
     model = tiny if model_name == "tiny" else load_whisper(base_dir)
     half = HostDecoder(model, half=True)
-    assert half.embedding_half is not None
+    assert half.output.half is not None
     linears = [lin for blk in half.blocks for lin in (blk.mlp1, blk.mlp2, blk.attn.query, blk.cross.out)]
     assert all(lin.half is not None for lin in linears)
     plain = HostDecoder(model, half=False)
-    assert plain.embedding_half is None and plain.blocks[0].mlp1.half is None
+    assert plain.output.half is None and plain.blocks[0].mlp1.half is None
     xkv = model.cross_kv(model.embed_audio(_mel("jfk", "beckett")))
     mx.eval(xkv)
     cfg = model.config
