@@ -91,6 +91,7 @@ class Transcription:
 @runtime_checkable
 class Transcriber(Protocol):
     sample_rate: int  # the rate `audio` must be at (Hz), mono float32
+    window_seconds: float  # audio one decoding window holds: `TranscribeOptions.speech` chunks fit in it
     multilingual: bool
 
     def check(self, options: TranscribeOptions) -> None:

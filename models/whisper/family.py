@@ -37,6 +37,7 @@ class WhisperTranscriber:
     """A loaded Whisper model implementing `models.tasks.Transcriber`."""
 
     sample_rate = 16_000
+    window_seconds = 30.0
 
     def __init__(
         self,
