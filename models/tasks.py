@@ -102,24 +102,8 @@ class Transcriber(Protocol):
     def transcribe_stream(self, audio: np.ndarray, options: TranscribeOptions) -> Iterator[Any]:
         """Yield one TranscriptionInfo first, then Segments in time order as they are decoded.
         `audio`: mono float32 at `sample_rate`. Runs on the MLX worker thread, which also answers the
-        `models.worker.Batched` requests it may yield (elsewhere: `models.worker.drive`)."""
+        `models.batching.Batched` requests it may yield (elsewhere: `models.batching.drive`)."""
         ...
-
-
-def collect_transcription(events: Iterator[Any]) -> Transcription:
-    """The non-streaming fold over `transcribe_stream` (outside the worker: batch requests run inline)."""
-    from models.worker import drive
-
-    info: TranscriptionInfo | None = None
-    segments: list[Segment] = []
-    for ev in drive(events):
-        if isinstance(ev, TranscriptionInfo):
-            info = ev
-        else:
-            segments.append(ev)
-    if info is None:
-        raise RuntimeError("transcriber yielded no TranscriptionInfo")
-    return Transcription(info=info, segments=segments)
 
 
 # --- voice activity detection ------------------------------------------------------------------------

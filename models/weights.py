@@ -15,7 +15,7 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -142,4 +142,5 @@ def maybe_quantize(module: nn.Module, bits: int | None, group_size: int = 64) ->
 
 
 def parameter_bytes(module: nn.Module) -> int:
-    return sum(v.nbytes for _, v in tree_flatten(module.parameters()) if isinstance(v, mx.array))
+    leaves = cast(list[tuple[str, Any]], tree_flatten(module.parameters()))
+    return sum(v.nbytes for _, v in leaves if isinstance(v, mx.array))

@@ -1,11 +1,12 @@
 """The one thread that owns all MLX work.
 
 MLX streams belong to the thread that created them, and a single accelerator is best fed by one
-serialized queue. Requests submit jobs from asyncio and await a result (`run`), an async stream of chunks
-(`stream`: the job is a generator the worker advances one step at a time, round-robin with other streams,
-so long jobs interleave and a cancelled one stops between steps), or a batched result (`run_batched`:
-queued items with the same key are handed to one batch function together, sharing a forward pass).
-A full queue raises `QueueFull` (429); a client that goes away cancels its job.
+serialized queue. Requests submit jobs from asyncio and await a result (`run`) or an async stream of
+chunks (`stream`: the job is a generator the worker advances one step at a time, round-robin with other
+streams, so long jobs interleave and a cancelled one stops between steps). The one batching hook: a
+stream may yield a `models.batching.Batched` request, and the worker computes the requests with the same
+key from all active streams together, sharing a forward pass. A full queue raises `QueueFull` (429); a
+client that goes away cancels its job.
 """
 
 from __future__ import annotations
@@ -15,84 +16,32 @@ import contextlib
 import logging
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Hashable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from models.batching import NO_REPLY, Batched, compute
 from models.errors import Cancelled, QueueFull, Unavailable
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 _END = object()
-_NO_REPLY = object()
-
-
-@dataclass(frozen=True)
-class Batched:
-    """Yielded by a stream generator running on the worker: "compute `fn([payload, ...])` for me".
-
-    The worker gathers the requests with the same `key` from all active streams, calls `fn` once with
-    their payloads (at most `max_batch`), and sends each stream its own element of the result. Outside
-    the worker, `drive()` answers requests one at a time.
-
-    With `many=True`, `payload` is a list of independent items (e.g. the windows of one long file) and
-    the reply is the list of their results, in order: the items join the batches like items of separate
-    streams, so one request's items share passes with each other and with other requests'.
-    """
-
-    key: Hashable
-    payload: Any
-    fn: Callable[[list[Any]], Sequence[Any]]
-    max_batch: int = 16
-    many: bool = False
-
-    def items(self) -> list[Any]:
-        return list(self.payload) if self.many else [self.payload]
-
-    def reply(self, results: list[Any]) -> Any:
-        return results if self.many else results[0]
-
-
-def _compute(fn: Callable[[list[Any]], Sequence[Any]], payloads: list[Any]) -> list[Any]:
-    results = list(fn(payloads))
-    if len(results) != len(payloads):
-        raise RuntimeError(f"batch function returned {len(results)} results for {len(payloads)} items")
-    return results
-
-
-def drive(gen: Iterator[Any]) -> Iterator[Any]:
-    """Run a stream generator outside the worker: answer its `Batched` requests inline (batch of one)."""
-    reply: Any = _NO_REPLY
-    while True:
-        try:
-            item = next(gen) if reply is _NO_REPLY else gen.send(reply)  # type: ignore[attr-defined]
-        except StopIteration:
-            return
-        if isinstance(item, Batched):
-            items, size = item.items(), max(1, item.max_batch if item.many else 1)
-            results = [r for i in range(0, len(items), size) for r in _compute(item.fn, items[i : i + size])]
-            reply = item.reply(results)
-            continue
-        reply = _NO_REPLY
-        yield item
 
 
 @dataclass(eq=False)
 class _Job:
-    kind: str  # "call" | "stream" | "batch"
+    kind: str  # "call" | "stream"
     fn: Callable[..., Any]
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any] | None = None
     outbox: asyncio.Queue[Any] | None = None
-    batch_key: Hashable | None = None
-    max_batch: int = 1
     cancelled: threading.Event = field(default_factory=threading.Event)
     in_flight: int = 0  # stream chunks produced but not yet consumed (guarded by the worker's lock)
     waiting: Batched | None = None  # a stream's pending batch request
-    reply: Any = _NO_REPLY  # the result to send into the stream at its next step
+    reply: Any = NO_REPLY  # the result to send into the stream at its next step
 
     def deliver(self, value: Any = None, exc: BaseException | None = None) -> None:
         def _set() -> None:
@@ -196,22 +145,6 @@ class MLXWorker:
         self._submit(job)
         return await self._await(job)
 
-    async def run_batched(
-        self,
-        key: Hashable,
-        item: Any,
-        batch_fn: Callable[[list[Any]], Sequence[T]],
-        *,
-        max_batch: int = 16,
-    ) -> T:
-        """Queue `item`; the worker calls `batch_fn(items)` once for up to `max_batch` queued items sharing
-        `key` and hands each caller its own element of the returned sequence."""
-        loop = asyncio.get_running_loop()
-        job = _Job("batch", batch_fn, (item,), {}, loop, future=loop.create_future())
-        job.batch_key, job.max_batch = key, max_batch
-        self._submit(job)
-        return await self._await(job)
-
     async def _await(self, job: _Job) -> Any:
         assert job.future is not None
         try:
@@ -261,12 +194,11 @@ class MLXWorker:
                     self._cond.wait(timeout=0.5 if self._active else None)
                 new_streams = self._take_new_streams()  # they all join this round
                 job = self._pending.popleft() if self._pending else None
-                batch = self._take_batch(job) if job is not None and job.kind == "batch" else None
-                self._running = len(batch) if batch else int(job is not None)
+                self._running = int(job is not None)
             for stream_job in new_streams:
-                self._start(stream_job, None)
+                self._start(stream_job)
             if job is not None:
-                self._start(job, batch)
+                self._start(job)
                 with self._cond:
                     self._running = 0
             self._step_streams()
@@ -282,21 +214,8 @@ class MLXWorker:
         """Any active stream that may advance: cancelled ones (to be closed) or ones below their buffer."""
         return any(j.cancelled.is_set() or j.in_flight < self.stream_buffer for j, _ in self._active)
 
-    def _take_batch(self, first: _Job) -> list[_Job]:
-        batch = [first]
-        keep: deque[_Job] = deque()
-        while self._pending and len(batch) < first.max_batch:
-            job = self._pending.popleft()
-            if job.kind == "batch" and job.batch_key == first.batch_key and not job.cancelled.is_set():
-                batch.append(job)
-            else:
-                keep.append(job)
-        keep.extend(self._pending)
-        self._pending = keep
-        return batch
-
-    def _start(self, job: _Job, batch: list[_Job] | None) -> None:
-        if job.cancelled.is_set() and batch is None:
+    def _start(self, job: _Job) -> None:
+        if job.cancelled.is_set():
             self._finish_cancelled(job)
             return
         if job.kind == "call":
@@ -305,37 +224,15 @@ class MLXWorker:
             except BaseException as exc:
                 job.deliver(exc=exc)
             self.completed += 1
-        elif job.kind == "batch":
-            assert batch is not None
-            live = [j for j in batch if not j.cancelled.is_set()]
-            for j in batch:
-                if j.cancelled.is_set():
-                    self._finish_cancelled(j)
-            if not live:
-                return
-            self.batches_run += 1
-            self.largest_batch = max(self.largest_batch, len(live))
-            try:
-                results = job.fn([j.args[0] for j in live])
-                if len(results) != len(live):
-                    raise RuntimeError(
-                        f"batch function returned {len(results)} results for {len(live)} items"
-                    )
-                for j, r in zip(live, results, strict=True):
-                    j.deliver(r)
-            except BaseException as exc:
-                for j in live:
-                    j.deliver(exc=exc)
-            self.completed += len(live)
-        else:
-            try:
-                gen = iter(job.fn(*job.args, **job.kwargs))
-            except BaseException as exc:
-                job.push(_Failure(exc))
-                job.push(_END)
-                return
-            with self._cond:
-                self._active.append((job, gen))
+            return
+        try:
+            gen = iter(job.fn(*job.args, **job.kwargs))
+        except BaseException as exc:
+            job.push(_Failure(exc))
+            job.push(_END)
+            return
+        with self._cond:
+            self._active.append((job, gen))
 
     def _finish_cancelled(self, job: _Job) -> None:
         self.cancelled_jobs += 1
@@ -359,7 +256,7 @@ class MLXWorker:
         with self._cond:
             late = self._take_new_streams()
         for job in late:
-            self._start(job, None)
+            self._start(job)
         with self._cond:
             active = list(self._active)
         for job, gen in active:
@@ -380,8 +277,8 @@ class MLXWorker:
             if job.in_flight >= self.stream_buffer:
                 return False  # the consumer is slow: don't run ahead of it
         try:
-            if job.reply is not _NO_REPLY:
-                reply, job.reply = job.reply, _NO_REPLY
+            if job.reply is not NO_REPLY:
+                reply, job.reply = job.reply, NO_REPLY
                 resume = gen.throw if isinstance(reply, _Failure) else gen.send  # type: ignore[attr-defined]
                 item = resume(reply.exc if isinstance(reply, _Failure) else reply)
             else:
@@ -426,7 +323,7 @@ class MLXWorker:
                 self.batches_run += 1
                 self.largest_batch = max(self.largest_batch, len(chunk))
                 try:
-                    out = _compute(first.fn, [payload for _, _, payload in chunk])
+                    out = compute(first.fn, [payload for _, _, payload in chunk])
                 except BaseException as exc:
                     for job, _, _ in chunk:
                         failed.setdefault(job, exc)

@@ -11,8 +11,9 @@ from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from dsp.blas import blas_status
+from models.families import builtin_models
 from models.provider import ModelProvider
-from models.registry import BUILTIN_MODELS, ModelSpec, Registry, spec_from_mapping
+from models.registry import ModelSpec, Registry, spec_from_mapping
 from models.worker import MLXWorker
 from server.errors import install_error_handlers
 from server.metrics import Metrics
@@ -26,7 +27,7 @@ API_VERSION = "0.1.0"
 
 
 def build_registry(settings: Settings, extra: Iterable[ModelSpec] = ()) -> Registry:
-    return Registry([*BUILTIN_MODELS, *(spec_from_mapping(m) for m in settings.models), *extra])
+    return Registry([*builtin_models(), *(spec_from_mapping(m) for m in settings.models), *extra])
 
 
 def create_app(

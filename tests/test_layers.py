@@ -6,6 +6,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+from models.families import FAMILIES
+
 ROOT = Path(__file__).resolve().parents[1]
 RANK = {"dsp": 0, "models": 1, "server": 2}
 
@@ -32,9 +34,14 @@ def test_imports_point_down_only() -> None:
     assert bad == []
 
 
+def _contracts() -> list[dict]:
+    import tomllib
+
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+
+
 def test_families_are_independent() -> None:
-    families = [d.name for d in (ROOT / "models").iterdir() if d.is_dir() and (d / "__init__.py").exists()]
-    families = [f for f in families if f != "layers"]
+    families = list(FAMILIES)
     bad = []
     for fam in families:
         for f in (ROOT / "models" / fam).rglob("*.py"):
@@ -43,3 +50,17 @@ def test_families_are_independent() -> None:
                 if parts[0] == "models" and len(parts) > 1 and parts[1] in families and parts[1] != fam:
                     bad.append(f"{f.relative_to(ROOT)} imports {mod}")
     assert bad == []
+
+
+def test_the_import_contracts_name_every_family() -> None:
+    """import-linter checks what pyproject.toml lists: every family of the table, no more, no less."""
+    by_name = {c["name"]: c for c in _contracts()}
+    packages = sorted(FAMILIES.values())
+    assert sorted(by_name["Model families are independent"]["modules"]) == packages
+    assert sorted(by_name["Shared model code imports no family"]["forbidden_modules"]) == packages
+    # every package under models/ is a family or shared code named in the contract
+    shared = {
+        m.removeprefix("models.") for m in by_name["Shared model code imports no family"]["source_modules"]
+    }
+    folders = {d.name for d in (ROOT / "models").iterdir() if (d / "__init__.py").exists()}
+    assert folders == set(FAMILIES) | (shared & folders)

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import mlx.core as mx
 import numpy as np
 from safetensors.numpy import load_file
 
 from dsp.loudness import normalize_loudness
+from models.cpu import ops
 from models.errors import WeightsError
-from models.layers import cpu
 from models.silero_vad.model import SileroVad, SileroVadConfig, frame, sanitize
 from models.silero_vad.vad import HostFrontEnd, LstmScan, speech_regions
 from models.tasks import VadOptions
@@ -31,15 +31,17 @@ class SileroVadDetector:
     """A loaded Silero VAD implementing `models.tasks.VoiceActivityDetector` (mono float32 at 16 kHz).
 
     The front end runs on every window of the file at once (in batches): in MLX on a GPU, in numpy on the
-    CPU (`HostFrontEnd`); the LSTM scan always on the host (`LstmScan`)."""
+    CPU (`HostFrontEnd`), chosen once here (`front_end`: "mlx" or "numpy"; default by the device); the
+    LSTM scan always on the host (`LstmScan`)."""
 
     sample_rate = 16_000
 
-    def __init__(self, model: SileroVad) -> None:
+    def __init__(self, model: SileroVad, front_end: Literal["mlx", "numpy"] | None = None) -> None:
         if model.config.sample_rate != self.sample_rate:
             raise WeightsError(f"only the 16 kHz Silero VAD is supported, not {model.config.sample_rate} Hz")
         self.model = model
         self.config = model.config
+        self.front_end = front_end or ("numpy" if mx.default_device() == mx.cpu else "mlx")
         self.host_front_end = HostFrontEnd(model)
         self.scan = LstmScan(model)
 
@@ -49,11 +51,11 @@ class SileroVadDetector:
         batches = [windows[s : s + BATCH_WINDOWS] for s in range(0, len(windows), BATCH_WINDOWS)]
         if not batches:
             return np.zeros((0, self.config.hidden_size), np.float32)
-        if cpu.on_cpu():
+        if self.front_end == "numpy":
             # Batches in parallel on the shared pool, each with single-threaded BLAS: the elementwise
             # work runs on every core too (1 h of audio, 2 cores: ~1.3 s, against ~1.5 s in one thread).
-            with cpu.serial_blas():
-                return np.concatenate(list(cpu.pool().map(self.host_front_end, batches)))
+            with ops.serial_blas():
+                return np.concatenate(list(ops.pool().map(self.host_front_end, batches)))
         out = []
         for batch in batches:
             y = self.model(mx.array(batch))

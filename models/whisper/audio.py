@@ -1,4 +1,4 @@
-"""Whisper's audio front end: constants and the log-mel spectrogram, in MLX.
+"""Whisper's audio front end: the log-mel spectrogram, in MLX (constants: `models.whisper.constants`).
 
 Matches ``whisper.audio.log_mel_spectrogram`` (periodic Hann window, reflect-padded centred STFT, the
 last frame dropped, Slaney mel filters = librosa's, log10 floored at 1e-10, an 8-decade dynamic range
@@ -14,18 +14,7 @@ import mlx.core as mx
 
 from dsp.mel import mel_filterbank, power_spectrogram
 from dsp.spectral import stft
-
-SAMPLE_RATE = 16000
-N_FFT = 400
-HOP_LENGTH = 160
-CHUNK_LENGTH = 30
-N_SAMPLES = CHUNK_LENGTH * SAMPLE_RATE  # 480000 samples in a 30-second chunk
-N_FRAMES = N_SAMPLES // HOP_LENGTH  # 3000 mel frames in a chunk
-N_SAMPLES_PER_TOKEN = HOP_LENGTH * 2  # the encoder's second conv has stride 2
-FRAMES_PER_SECOND = SAMPLE_RATE // HOP_LENGTH  # 100: 10 ms per mel frame
-TOKENS_PER_SECOND = SAMPLE_RATE // N_SAMPLES_PER_TOKEN  # 50: 20 ms per audio token (and timestamp step)
-
-assert N_SAMPLES % HOP_LENGTH == 0 and SAMPLE_RATE % N_SAMPLES_PER_TOKEN == 0
+from models.whisper.constants import HOP_LENGTH, N_FFT, N_SAMPLES, SAMPLE_RATE
 
 
 @lru_cache(maxsize=4)

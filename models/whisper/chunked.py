@@ -14,34 +14,31 @@ text of the chunks before it, as in faster-whisper's batched pipeline.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from models.batching import Batched
 from models.tasks import Segment, TranscribeOptions, TranscriptionInfo
+from models.whisper.constants import HOP_LENGTH, N_FRAMES, N_SAMPLES, SAMPLE_RATE
+from models.whisper.mlx_backend import Backend
 from models.whisper.timing import TimedSegment
 from models.whisper.transcribe import (
-    FALLBACK_TEMPERATURES,
-    HOP_LENGTH,
-    N_FRAMES,
-    SAMPLE_RATE,
-    Backend,
     LoopOptions,
     WindowJob,
     WindowResult,
     check_options,
-    decode_windows,
+    info,
     is_silence,
-    pad_window,
+    log_mel,
     parse_window,
+    prompt_prefix,
     to_segments,
+    window_request,
 )
-from models.worker import Batched
-
-N_SAMPLES = N_FRAMES * HOP_LENGTH  # 30 s
 
 
 def speech_chunks(
@@ -131,48 +128,35 @@ def transcribe_chunks(
     *,
     max_batch: int = 1,
     seed: int = 0,
-) -> Iterator[TranscriptionInfo | Segment | Batched]:
+) -> Generator[TranscriptionInfo | Segment | Batched, Any, None]:
     """Like `transcribe()`, for `options.speech` given: yields TranscriptionInfo, then the Segments of each
     group of `max_batch` chunks as the group is decoded (so a stream still advances while later chunks
     wait). Without a language, the first chunk is decoded alone to detect it and fixes it for the rest."""
-    check_options(backend, options)
-    assert options.speech is not None
     tok = backend.tokenizer
+    check_options(tok, options)
+    assert options.speech is not None
     duration = len(audio) / SAMPLE_RATE
-    language = options.language if backend.multilingual else "en"
+    language = options.language if tok.multilingual else "en"
     chunks = speech_chunks(options.speech, len(audio))
     if not chunks:  # no speech at all
-        code = language or "en"
-        yield TranscriptionInfo(code, backend.languages.get(code, code), duration)
+        yield info(tok, language, duration)
         return
     maps = [SpeechMap(tuple(c)) for c in chunks]
-    prefix: tuple[int, ...] = ()
-    if options.prompt:
-        prefix = (tok.sot_prev, *tok.encode(" " + options.prompt.strip())[-(backend.n_text_ctx // 2 - 1) :])
-    temperatures = FALLBACK_TEMPERATURES if options.temperature == 0 else (options.temperature,)
+    prompt = tok.encode(" " + options.prompt.strip()) if options.prompt else []
+    prefix = prompt_prefix(tok, prompt, backend.config.n_text_ctx)
     jobs = [
-        WindowJob(
-            pad_window(backend.log_mel(m.audio(audio))[:N_FRAMES]),
-            prefix,
-            language,
-            options.task,
-            temperatures,
-            options.beam_size,
-            seed + i,
-        )
+        WindowJob.of(log_mel(m.audio(audio), backend.config.n_mels), prefix, language, options, seed + i)
         for i, m in enumerate(maps)
     ]
-    batch_fn = functools.partial(decode_windows, backend, loop=loop)
-    key = ("whisper-windows", id(backend), loop)  # the same key as `transcribe()`: they batch together
     seg_id, done = 0, 0
     while done < len(jobs):
         group = jobs[done : done + (max_batch if language is not None else 1)]
-        windows: list[WindowResult] = yield Batched(key, group, batch_fn, max_batch, many=True)
+        windows: list[WindowResult] = yield window_request(backend, loop, group, max_batch)
         if language is None:
             language = windows[0].language
             jobs[1:] = [dataclasses.replace(j, language=language) for j in jobs[1:]]
         if done == 0:
-            yield TranscriptionInfo(language, backend.languages.get(language, language), duration)
+            yield info(tok, language, duration)
         for speech_map, window in zip(maps[done : done + len(group)], windows, strict=True):
             if is_silence(window.decoded, loop):
                 continue

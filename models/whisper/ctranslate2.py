@@ -176,23 +176,22 @@ def sanitize_ctranslate2(variables: Mapping[str, Tensor]) -> dict[str, mx.array]
         linear(f"{ct2}/ffn/linear_1", f"{ours}.mlp2", d, 4 * d)
         layer_norm(f"{ct2}/ffn/layer_norm", f"{ours}.mlp_ln", d)
 
+    def stack(side: str, d: int, cross: bool, final_norm: str) -> None:
+        """Position table, blocks and final norm of the encoder or the decoder."""
+        n_ctx = src.peek(f"{side}/position_encodings/encodings").shape[0]
+        out[f"{side}.positional_embedding"] = src.take(f"{side}/position_encodings/encodings", (n_ctx, d))
+        for i in range(count_layers(variables, side + "/layer_{}/")):
+            block(f"{side}/layer_{i}", f"{side}.blocks.{i}", d, cross=cross)
+        layer_norm(f"{side}/layer_norm", f"{side}.{final_norm}", d)
+
     out["encoder.conv1.weight"] = conv_torch_to_mlx(src.take("encoder/conv1/weight", (da, n_mels, 3)))
     out["encoder.conv1.bias"] = src.take("encoder/conv1/bias", (da,))
     out["encoder.conv2.weight"] = conv_torch_to_mlx(src.take("encoder/conv2/weight", (da, da, 3)))
     out["encoder.conv2.bias"] = src.take("encoder/conv2/bias", (da,))
-    n_audio_ctx = src.peek("encoder/position_encodings/encodings").shape[0]
-    out["encoder.positional_embedding"] = src.take("encoder/position_encodings/encodings", (n_audio_ctx, da))
-    for i in range(count_layers(variables, "encoder/layer_{}/")):
-        block(f"encoder/layer_{i}", f"encoder.blocks.{i}", da, cross=False)
-    layer_norm("encoder/layer_norm", "encoder.ln_post", da)
-
+    stack("encoder", da, cross=False, final_norm="ln_post")
     emb = src.take("decoder/embeddings/weight", (n_vocab, dt))
     out["decoder.token_embedding.weight"] = emb
-    n_text_ctx = src.peek("decoder/position_encodings/encodings").shape[0]
-    out["decoder.positional_embedding"] = src.take("decoder/position_encodings/encodings", (n_text_ctx, dt))
-    for i in range(count_layers(variables, "decoder/layer_{}/")):
-        block(f"decoder/layer_{i}", f"decoder.blocks.{i}", dt, cross=True)
-    layer_norm("decoder/layer_norm", "decoder.ln", dt)
+    stack("decoder", dt, cross=True, final_norm="ln")
     # Whisper ties the output projection to the token embedding; CT2 stores it as an alias (or a copy).
     proj = src.take("decoder/projection/weight", (n_vocab, dt))
     if not bit_equal(proj, emb):

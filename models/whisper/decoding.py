@@ -5,8 +5,10 @@ BeamSearchDecoder, MaximumLikelihoodRanker) as small pieces over a `Session`: th
 owns the KV caches of a batch of rows. Rows may come from different requests; each row carries its own
 initial tokens (prompt, language, task), so the batch is left-padded by the session.
 
-The logit rules are computed on the device as masks from a few numbers per row (kept on the host,
-where the sampled tokens are read back each step anyway to detect the end of every row).
+The logit rules and the token choice run where the session says (`Session.host_logits`, fixed by the
+backend at load): in numpy on the host (the CPU backends: vectorised, with the C top-k where built) or as
+device-side MLX masks from a few numbers per row (a GPU: the sampled tokens are read back each step
+anyway to detect the end of every row). Both give the same tokens (tests/models/whisper/test_decoding.py).
 """
 
 from __future__ import annotations
@@ -14,56 +16,17 @@ from __future__ import annotations
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import cast
 
 import mlx.core as mx
 import numpy as np
 
-from models.layers import native
+from models.cpu import kernels
+from models.whisper.constants import SAMPLE_LEN, TIME_PRECISION
+from models.whisper.mlx_backend import Session
+from models.whisper.tokenizer import WhisperTokenizer
 
 NEG_INF = float("-inf")
-
-
-class Session(Protocol):
-    """A batch of decoder rows sharing one forward pass per step (implemented by the family)."""
-
-    n_vocab: int
-    n_text_ctx: int
-
-    def prefill(
-        self, prompts: Sequence[Sequence[int]], sot_index: Sequence[int]
-    ) -> tuple[mx.array, mx.array]:
-        """Run each row's initial tokens. Returns (logits at each row's last position [B, V],
-        logits at each row's <|startoftranscript|> position [B, V]), float32."""
-        ...
-
-    def step(self, tokens: mx.array) -> mx.array:
-        """Append one token per row [B]; return the next-token logits [B, V] float32."""
-        ...
-
-    def reorder(self, index: mx.array) -> None:
-        """Keep rows `index` [B'] (beam search): caches and the batch are gathered along rows."""
-        ...
-
-
-def left_pad(prompts: Sequence[Sequence[int]], filler: int) -> tuple[list[list[int]], list[int]]:
-    """Prompts of different lengths as rows of one batch: each left-padded with ``filler`` (any id: the
-    session masks padded positions out). Returns (rows, pad per row)."""
-    length = max(len(p) for p in prompts)
-    pads = [length - len(p) for p in prompts]
-    return [[filler] * n + list(p) for n, p in zip(pads, prompts, strict=True)], pads
-
-
-@dataclass(frozen=True)
-class SpecialTokens:
-    eot: int
-    sot: int
-    sot_prev: int
-    no_timestamps: int
-    timestamp_begin: int
-    no_speech: int | None
-    blank: tuple[int, ...]  # tokens of " ": suppressed at the first sampled position
-    suppress: tuple[int, ...]  # always suppressed (non-speech symbols and task/special tokens)
 
 
 @dataclass(frozen=True)
@@ -72,7 +35,7 @@ class DecodeOptions:
     beam_size: int | None = None
     patience: float = 1.0
     length_penalty: float | None = None
-    sample_len: int = 224
+    sample_len: int = SAMPLE_LEN
     without_timestamps: bool = False
     max_initial_timestamp: float = 1.0
     suppress_blank: bool = True
@@ -101,25 +64,26 @@ class _RowState:
 
 
 class LogitRules:
-    """SuppressTokens + SuppressBlank + ApplyTimestampRules as device-side masks."""
+    """SuppressTokens + SuppressBlank + ApplyTimestampRules: device-side MLX masks (`apply`) or the same
+    rules in numpy on the host (`apply_host`)."""
 
-    def __init__(self, special: SpecialTokens, n_vocab: int, options: DecodeOptions) -> None:
-        self.sp = special
+    def __init__(self, tokenizer: WhisperTokenizer, n_vocab: int, options: DecodeOptions) -> None:
+        self.sp = tokenizer
         self.n_vocab = n_vocab
         self.timestamps = not options.without_timestamps
         self.suppress_blank = options.suppress_blank
         # 0.02 s per timestamp token: max_initial_timestamp 1.0 s → index 50
         self.max_initial = (
-            round(options.max_initial_timestamp / 0.02) if options.max_initial_timestamp else None
+            round(options.max_initial_timestamp / TIME_PRECISION) if options.max_initial_timestamp else None
         )
         base = np.zeros(n_vocab, np.float32)
-        base[[t for t in special.suppress if t < n_vocab]] = NEG_INF
+        base[[t for t in tokenizer.suppress if t < n_vocab]] = NEG_INF
         if self.timestamps:
-            base[special.no_timestamps] = NEG_INF
+            base[tokenizer.no_timestamps] = NEG_INF
         self.base = mx.array(base)
         blank = base.copy()
         if self.suppress_blank:
-            blank[[*special.blank, special.eot]] = NEG_INF
+            blank[[*tokenizer.blank, tokenizer.eot]] = NEG_INF
         self.first = mx.array(blank)
         self.base_host, self.first_host = base, blank
         self.vocab = mx.arange(n_vocab)[None, :]
@@ -203,48 +167,41 @@ def host_log_softmax(x: np.ndarray) -> np.ndarray:
 def _host_top(x: np.ndarray, k: int) -> tuple[list[list[int]], list[list[float]]]:
     """The ``k`` best tokens of each row of filtered logits ``[B, V]`` and their log-probabilities: one C
     pass per row where the kernels are built, else a numpy log-softmax and argmax/partition."""
-    best = native.top_logprobs(x, k)
+    best = kernels.top_logprobs(x, k)
     if best is None:
         lp = host_log_softmax(x)
         top = lp.argmax(axis=-1)[:, None] if k == 1 else np.argpartition(-lp, kth=k - 1, axis=-1)[:, :k]
         best = top, np.take_along_axis(lp, top, axis=-1)
-    return best[0].tolist(), best[1].tolist()
-
-
-def on_host() -> bool:
-    """Logit rules and token selection run in numpy on the CPU (vectorised), in MLX on a GPU."""
-    return mx.default_device() == mx.cpu
+    return cast(list[list[int]], best[0].tolist()), cast(list[list[float]], best[1].tolist())
 
 
 def _log_softmax(x: mx.array) -> mx.array:
     return x - mx.logsumexp(x, axis=-1, keepdims=True)
 
 
-def no_speech_probs(sot_logits: mx.array, special: SpecialTokens) -> list[float]:
-    if special.no_speech is None:
-        return [float("nan")] * sot_logits.shape[0]
-    return mx.softmax(sot_logits, axis=-1)[:, special.no_speech].tolist()
+def no_speech_probs(sot_logits: mx.array, tokenizer: WhisperTokenizer) -> list[float]:
+    return cast(list[float], mx.softmax(sot_logits, axis=-1)[:, tokenizer.no_speech].tolist())
 
 
 def greedy_decode(
     session: Session,
     prompts: Sequence[Sequence[int]],
     sot_index: Sequence[int],
-    special: SpecialTokens,
+    tokenizer: WhisperTokenizer,
     options: DecodeOptions,
     *,
     key: mx.array | None = None,
 ) -> list[DecodedWindow]:
     """Greedy (temperature 0) or sampling decode of every row until EOT or `sample_len` tokens."""
-    rules = LogitRules(special, session.n_vocab, options)
+    rules = LogitRules(tokenizer, session.n_vocab, options)
     logits, sot_logits = session.prefill(prompts, sot_index)
-    nsp = no_speech_probs(sot_logits, special)
+    nsp = no_speech_probs(sot_logits, tokenizer)
     n = len(prompts)
     rows = [_RowState() for _ in range(n)]
     lps: list[list[float]] = [[] for _ in range(n)]
     done = [False] * n
     budget = min(options.sample_len, session.n_text_ctx - max(len(p) for p in prompts))
-    host = on_host() and options.temperature == 0
+    host = session.host_logits and options.temperature == 0
     for i in range(budget):
         if host:
             filtered = rules.apply_host(np.array(logits, dtype=np.float32), [r.sampled for r in rows])
@@ -259,11 +216,11 @@ def greedy_decode(
                 nxt = mx.random.categorical(logits / options.temperature, key=sub)
             lp = mx.take_along_axis(_log_softmax(logits), nxt[:, None], axis=-1)[:, 0]
             mx.eval(nxt, lp)  # one synchronisation per step
-            toks, lpv = nxt.tolist(), lp.tolist()
+            toks, lpv = cast(list[int], nxt.tolist()), cast(list[float], lp.tolist())
         for r in range(n):
             if done[r]:
                 continue
-            if toks[r] == special.eot:
+            if toks[r] == tokenizer.eot:
                 done[r] = True
                 lps[r].append(lpv[r])  # EOT's logprob counts in the sum, as in openai/whisper
                 continue
@@ -271,7 +228,7 @@ def greedy_decode(
             lps[r].append(lpv[r])
         if all(done) or i == budget - 1:
             break
-        feed = [special.eot if done[r] else toks[r] for r in range(n)]
+        feed = [tokenizer.eot if done[r] else toks[r] for r in range(n)]
         logits = session.step(mx.array(feed))
     out = []
     for r in range(n):
@@ -289,16 +246,16 @@ def beam_search_decode(
     session: Session,
     prompts: Sequence[Sequence[int]],
     sot_index: Sequence[int],
-    special: SpecialTokens,
+    tokenizer: WhisperTokenizer,
     options: DecodeOptions,
 ) -> list[DecodedWindow]:
     """Beam search with patience; the best finished hypothesis per audio by length-normalised logprob."""
     beam = options.beam_size or 5
     max_candidates = round(beam * (options.patience or 1.0))
-    rules = LogitRules(special, session.n_vocab, options)
+    rules = LogitRules(tokenizer, session.n_vocab, options)
     n_audio = len(prompts)
     logits, sot_logits = session.prefill(prompts, sot_index)
-    nsp = no_speech_probs(sot_logits, special)
+    nsp = no_speech_probs(sot_logits, tokenizer)
     # expand every audio row to `beam` rows
     expand = mx.array([a for a in range(n_audio) for _ in range(beam)])
     session.reorder(expand)
@@ -310,13 +267,13 @@ def beam_search_decode(
     budget = min(options.sample_len, session.n_text_ctx - max(len(p) for p in prompts))
     for step in range(budget):
         k = beam + 1
-        if on_host():
+        if session.host_logits:
             idx_l, lp_l = _host_top(rules.apply_host(np.array(logits, dtype=np.float32), seqs), k)
         else:
             logprobs = _log_softmax(rules.apply(logits, seqs))
             top_idx = mx.argpartition(-logprobs, kth=k - 1, axis=-1)[:, :k]
             top_lp = mx.take_along_axis(logprobs, top_idx, axis=-1)
-            idx_l, lp_l = top_idx.tolist(), top_lp.tolist()
+            idx_l, lp_l = cast(list[list[int]], top_idx.tolist()), cast(list[list[float]], top_lp.tolist())
         new_seqs, new_lps, new_sums, sources, feed = [], [], [], [], []
         for a in range(n_audio):
             # A candidate is (prefix, token), prefixes interned once per row: rows with the same sequence
@@ -335,7 +292,7 @@ def beam_search_decode(
             for key in sorted(cands, key=lambda c: cands[c][0], reverse=True):
                 score, row, lp = cands[key]
                 tok = key[1]
-                if tok == special.eot:
+                if tok == tokenizer.eot:
                     if len(finished[a]) < max_candidates:
                         finished[a].setdefault(tuple(seqs[row]), (score, [*seq_lps[row], lp]))
                     continue
@@ -363,13 +320,13 @@ def beam_search_decode(
                 if len(cands_a) >= beam:
                     break
 
-        def score(item: tuple[tuple[int, ...], tuple[float, list[float]]]) -> float:
+        def normalised(item: tuple[tuple[int, ...], tuple[float, list[float]]]) -> float:
             toks, (lp, _) = item
             n = len(toks)
             penalty = n if options.length_penalty is None else ((5 + n) / 6) ** options.length_penalty
             return lp / max(penalty, 1e-9) if penalty else lp
 
-        best_toks, (best_lp, best_lps) = max(cands_a.items(), key=score)
+        best_toks, (best_lp, best_lps) = max(cands_a.items(), key=normalised)
         toks = list(best_toks)
         out.append(
             DecodedWindow(

@@ -21,29 +21,16 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from models.layers import cpu
 from models.whisper.config import WhisperConfig
 
 KV = tuple[mx.array, mx.array]
 # (tokens [B, 1], cross_kv, cache, offset scalar, pad [B] | None) -> (logits [B, 1, n_vocab], cache)
 Step = Callable[[mx.array, list[KV], list[KV], mx.array, mx.array | None], tuple[mx.array, list[KV]]]
-
-
-def _fast_cpu(x: mx.array) -> bool:
-    """Whether ``x`` takes the numpy-backed CPU kernels (float32 on the CPU device; GPUs stay pure MLX)."""
-    return x.dtype == mx.float32 and cpu.on_cpu()
-
-
-def gelu(x: mx.array) -> mx.array:
-    """Exact (erf) GELU; vectorised and threaded on the CPU for encoder-sized inputs, where MLX's scalar
-    ``erf`` dominates (a decode step's few thousand elements are cheaper than the graph break)."""
-    return cpu.gelu(x) if x.size >= 65_536 and _fast_cpu(x) else nn.gelu(x)
 
 
 def sinusoids(length: int, channels: int, max_timescale: float = 10000.0) -> mx.array:
@@ -79,8 +66,6 @@ class MultiHeadAttention(nn.Module):
 
     def attend(self, q: mx.array, k: mx.array, v: mx.array, mask: mx.array | None = None) -> mx.array:
         """Heads ``q`` ``[B, H, Tq, Dh]`` over ``k, v`` ``[B, H, Tk, Dh]`` → projected output ``[B, Tq, D]``."""
-        if mask is None and _fast_cpu(q):  # MLX's scalar softmax is most of the encoder's time on a CPU
-            return self.out(cpu.attention(q, k, v, self.scale))
         o = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask)
         b, _, t, _ = o.shape
         return self.out(o.transpose(0, 2, 1, 3).reshape(b, t, -1))
@@ -104,7 +89,7 @@ class ResidualAttentionBlock(nn.Module):
         self.mlp_ln = nn.LayerNorm(n_state)
 
     def mlp(self, x: mx.array) -> mx.array:
-        return self.mlp2(gelu(self.mlp1(self.mlp_ln(x))))
+        return self.mlp2(nn.gelu(self.mlp1(self.mlp_ln(x))))
 
     def __call__(self, x: mx.array) -> mx.array:
         """Encoder block: ``[B, T, D]`` → ``[B, T, D]``."""
@@ -152,8 +137,8 @@ class AudioEncoder(nn.Module):
         expected = (2 * self.positional_embedding.shape[0], self.conv1.weight.shape[-1])
         if tuple(mel.shape[1:]) != expected:
             raise ValueError(f"mel must be [batch, {expected[0]}, {expected[1]}], got {tuple(mel.shape)}")
-        x = gelu(self.conv1(mel.astype(self.conv1.weight.dtype)))
-        x = gelu(self.conv2(x))
+        x = nn.gelu(self.conv1(mel.astype(self.conv1.weight.dtype)))
+        x = nn.gelu(self.conv2(x))
         x = x + self.positional_embedding
         for block in self.blocks:
             x = block(x)
@@ -167,17 +152,18 @@ class TextDecoder(nn.Module):
         self.positional_embedding = mx.zeros((n_ctx, n_state))
         self.blocks = [ResidualAttentionBlock(n_state, n_head, cross_attention=True) for _ in range(n_layer)]
         self.ln = nn.LayerNorm(n_state)
-        # Made by `refresh_projection` once real weights arrive (`Whisper.update`); until then `project`
-        # multiplies by the transposed embedding directly.
+        # With `projection_copy` (the MLX backend turns it on), `refresh_projection` keeps a row-contiguous
+        # copy of the tied embedding for the logits, re-made whenever weights are replaced
+        # (`Whisper.update`); without it `project` multiplies by the transposed embedding directly. The CPU
+        # backend reads the embedding itself: there the copy would only cost memory (80 MB for tiny.en).
+        self.projection_copy = False
         self._proj: mx.array | None = None
         self._proj_source: mx.array | None = None
 
     def refresh_projection(self) -> None:
         """Re-make the ``[D, n_vocab]`` row-contiguous copy of the (tied) token embedding used for logits."""
         emb = self.token_embedding
-        # Not on the CPU: float32 decoding there runs in numpy (`models.whisper.host`), which reads the
-        # embedding itself; the copy would only cost memory (80 MB for tiny.en, 260 MB for large-v3).
-        if isinstance(emb, nn.QuantizedEmbedding) or mx.default_device() == mx.cpu:
+        if isinstance(emb, nn.QuantizedEmbedding) or not self.projection_copy:
             self._proj = self._proj_source = None
             return
         self._proj_source = emb.weight
@@ -321,7 +307,7 @@ class Whisper(nn.Module):
         logits = dec.project(dec.ln(x)).astype(mx.float32)
         return logits, new_cache, (mx.concatenate(scores, axis=1) if return_qk else None)
 
-    def make_step(self, compile: bool | None = None) -> Step:
+    def make_step(self, compile: bool = False) -> Step:
         """A one-token decode step ``(tokens, cross_kv, cache, offset, pad) -> (logits, cache)``.
 
         ``tokens`` ``[B, 1]`` int32; ``cross_kv`` as from `cross_kv`; ``cache`` as from `init_cache` or the
@@ -329,28 +315,21 @@ class Whisper(nn.Module):
         int32 or None (see `decode`). Returns lazy float32 logits ``[B, 1, n_vocab]`` and the new cache.
         Drop every reference to the old cache before evaluating, so the cache update reuses its buffers.
 
-        ``compile`` (default: on a GPU) wraps the step in ``mx.compile`` (one traced graph per
-        shape/``pad`` kind; new batch sizes retrace); eager on a CPU, where the numpy-backed
-        cross-attention is faster than a compiled pure-MLX graph and compilation buys little.
+        ``compile`` wraps the step in ``mx.compile`` (one traced graph per shape and ``pad`` kind; new batch
+        sizes retrace): the MLX backend compiles on a GPU, where launch overhead dominates a step.
         """
-        if compile is None:
-            compile = mx.default_device() != mx.cpu
 
         def step(
             tokens: mx.array, cross_kv: list[KV], cache: list[KV], offset: mx.array, pad: mx.array | None
-        ):
+        ) -> tuple[mx.array, list[KV]]:
             logits, new_cache, _ = self.decode(tokens, cross_kv, cache, offset, pad=pad)
             return logits, new_cache
 
         if not compile:
             return step
 
-        def traced(*args: Any) -> tuple[mx.array, list[KV]]:
-            with cpu.disabled():  # numpy kernels would evaluate mid-trace
-                return step(*args)
-
-        plain = mx.compile(lambda t, x, c, o: traced(t, x, c, o, None))
-        padded = mx.compile(traced)
+        plain = mx.compile(lambda t, x, c, o: step(t, x, c, o, None))
+        padded = mx.compile(step)
 
         def compiled(
             tokens: mx.array, cross_kv: list[KV], cache: list[KV], offset: mx.array, pad: mx.array | None

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-TOKENS_PER_SECOND = 50  # encoder positions per second: 16 kHz / hop 160 / conv stride 2
+from models.whisper.constants import TOKENS_PER_SECOND
+
 PREPEND_PUNCTUATION = "\"'“¿([{-"
 APPEND_PUNCTUATION = "\"'.。,，!！?？:：”)]}、"
 SENTENCE_END = ".。!！?？"
@@ -77,7 +78,7 @@ def dtw(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def align_words(
     qk: np.ndarray,
     text_tokens: Sequence[int],
-    token_probs: Sequence[float],
+    token_probs: np.ndarray | Sequence[float],
     words: Sequence[str],
     word_tokens: Sequence[Sequence[int]],
     num_frames: int,

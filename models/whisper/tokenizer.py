@@ -13,10 +13,12 @@ import bisect
 import json
 import string
 from collections.abc import Sequence
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import Path
 
 from tokenizers import Tokenizer
+
+from models.whisper.constants import TIME_PRECISION
 
 # Whisper's languages, in token order: language i has token id `sot + 1 + i`.
 LANGUAGES: dict[str, str] = {
@@ -51,7 +53,6 @@ TO_LANGUAGE_CODE: dict[str, str] = {
 }  # fmt: skip
 
 TASKS = ("transcribe", "translate")
-TIME_PRECISION = 0.02  # seconds per timestamp token
 _NO_SPACE_LANGUAGES = {"zh", "ja", "th", "lo", "my", "yue"}
 
 
@@ -100,6 +101,22 @@ def repair_bpe_merges(spec: dict) -> list[str]:
     return added
 
 
+@cache
+def _byte_decoder() -> dict[str, int]:
+    """GPT-2's byte-level BPE alphabet, reversed: the printable stand-in character → the raw byte."""
+    bs = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), 256))
+    )
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {chr(c): b for b, c in zip(bs, cs, strict=True)}
+
+
 def normalize_language(language: str | None) -> str | None:
     """A language code from a code or an English name (case-insensitive); None stays None."""
     if language is None:
@@ -113,7 +130,9 @@ def normalize_language(language: str | None) -> str | None:
 
 
 class WhisperTokenizer:
-    """Text ↔ token ids plus Whisper's special tokens and the start-of-transcript prompt.
+    """Text ↔ token ids plus Whisper's special tokens and the start-of-transcript prompt: the one tokenizer
+    type of the family (decoding reads its special tokens and suppression lists; the long-form loop its
+    prompts, text and word splits).
 
     ``multilingual`` and ``num_languages`` come from the model (``WhisperConfig.is_multilingual``,
     ``.num_languages``). As in openai-whisper, a multilingual tokenizer defaults to English
@@ -131,6 +150,7 @@ class WhisperTokenizer:
         task: str | None = None,
     ) -> None:
         self._tok = tokenizer
+        self._prompts: dict[tuple[str | None, str], tuple[int, ...]] = {}
         self.multilingual = multilingual
         self.num_languages = num_languages
         self.language: str | None = None
@@ -252,6 +272,32 @@ class WhisperTokenizer:
     def sot_sequence_including_notimestamps(self) -> tuple[int, ...]:
         return (*self.sot_sequence, self.no_timestamps)
 
+    def sot_sequence_for(self, language: str | None, task: str) -> tuple[int, ...]:
+        """The prompt for another language and task (as `with_options(...).sot_sequence`), cached."""
+        key = (language, task)
+        if key not in self._prompts:
+            self._prompts[key] = self.with_options(language=language, task=task).sot_sequence
+        return self._prompts[key]
+
+    @cached_property
+    def languages(self) -> dict[str, str]:
+        """The languages this model knows: code → full lower-case name (English only: just "en")."""
+        codes = self.all_language_codes if self.multilingual else ("en",)
+        return {c: LANGUAGES[c] for c in codes}
+
+    @cached_property
+    def blank(self) -> tuple[int, ...]:
+        """The tokens of " ": suppressed at a window's first sampled position (openai's SuppressBlank)."""
+        return tuple(self.encode(" "))
+
+    @cached_property
+    def suppress(self) -> tuple[int, ...]:
+        """Tokens never sampled: non-speech symbols and the task/special tokens (openai's SuppressTokens
+        with ``suppress_tokens="-1"``), sorted."""
+        ids = {*self.non_speech_tokens, self.transcribe, self.translate, self.sot, self.sot_prev, self.sot_lm}
+        ids.add(self.no_speech)
+        return tuple(sorted(ids))
+
     # -- text -----------------------------------------------------------------------------------------
     def encode(self, text: str) -> list[int]:
         """Text → BPE ids, without special tokens added (special-token strings in ``text`` map to their ids)."""
@@ -261,6 +307,15 @@ class WhisperTokenizer:
         """Ids → text; timestamp tokens are dropped, other special tokens are spelled out."""
         ids = [int(t) for t in token_ids if t < self.timestamp_begin]
         return self._tok.decode(ids, skip_special_tokens=False)
+
+    def text(self, token_ids: Sequence[int]) -> str:
+        """The text of a decoded sequence: every special and timestamp token dropped."""
+        return self._tok.decode([int(t) for t in token_ids if t < self.eot], skip_special_tokens=False)
+
+    def token_bytes(self, token: int) -> bytes:
+        """The raw bytes of one token (byte-level BPE: a token may hold part of a UTF-8 character)."""
+        table = _byte_decoder()
+        return bytes(table[c] for c in self._tok.id_to_token(token) or "" if c in table)
 
     def decode_with_timestamps(self, token_ids: Sequence[int]) -> str:
         """Ids → text with timestamp tokens written as ``<|1.08|>``."""
@@ -314,9 +369,12 @@ class WhisperTokenizer:
         return tuple(sorted(result))
 
     # -- words (for word-level timestamps) ------------------------------------------------------------
-    def split_to_word_tokens(self, tokens: Sequence[int]) -> tuple[list[str], list[list[int]]]:
-        """Group text tokens into words: on spaces, or on unicode boundaries for languages without spaces."""
-        if self.language in _NO_SPACE_LANGUAGES:
+    def split_to_word_tokens(
+        self, tokens: Sequence[int], language: str | None = None
+    ) -> tuple[list[str], list[list[int]]]:
+        """Group text tokens into words: on spaces, or on unicode boundaries for languages without spaces
+        (``language``, default this tokenizer's)."""
+        if (language or self.language) in _NO_SPACE_LANGUAGES:
             return self.split_tokens_on_unicode(tokens)
         return self.split_tokens_on_spaces(tokens)
 

@@ -9,34 +9,37 @@ so a streaming response can send them while later windows are still being decode
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, cast
 
 import mlx.core as mx
 import numpy as np
 
+from models.batching import Batched
 from models.errors import InvalidRequest
 from models.tasks import Segment, TokenLogprob, TranscribeOptions, TranscriptionInfo, Word
+from models.whisper.audio import log_mel_spectrogram
+from models.whisper.constants import (
+    FALLBACK_TEMPERATURES,
+    FRAMES_PER_SECOND,
+    HOP_LENGTH,
+    INPUT_STRIDE,
+    N_FRAMES,
+    N_SAMPLES,
+    SAMPLE_RATE,
+    TIME_PRECISION,
+)
 from models.whisper.decoding import (
     DecodedWindow,
     DecodeOptions,
-    Session,
-    SpecialTokens,
     beam_search_decode,
     compression_ratio,
     greedy_decode,
 )
+from models.whisper.mlx_backend import Backend
 from models.whisper.timing import TimedSegment, align_words, attach_words
-from models.worker import Batched
-
-SAMPLE_RATE = 16_000
-HOP_LENGTH = 160
-N_FRAMES = 3000  # mel frames in a 30 s window
-FRAMES_PER_SECOND = SAMPLE_RATE // HOP_LENGTH  # 100
-INPUT_STRIDE = 2  # mel frames per encoder position
-TIME_PRECISION = INPUT_STRIDE * HOP_LENGTH / SAMPLE_RATE  # 0.02 s per timestamp token
-FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+from models.whisper.tokenizer import WhisperTokenizer
 
 
 @dataclass(frozen=True)
@@ -50,48 +53,13 @@ class LoopOptions:
     prompt_reset_temperature: float = 0.5
 
 
-class Tokenizer(Protocol):
-    eot: int
-    sot: int
-    sot_prev: int
-    no_timestamps: int
-    timestamp_begin: int
-    no_speech: int | None
-
-    def encode(self, text: str) -> list[int]: ...
-    def decode(self, tokens: Sequence[int]) -> str: ...
-    def sot_sequence(self, language: str | None, task: str) -> list[int]: ...
-    def split_to_word_tokens(
-        self, tokens: Sequence[int], language: str | None = None
-    ) -> tuple[list[str], list[list[int]]]: ...
-    def token_bytes(self, token: int) -> bytes: ...
-
-
-class Backend(Protocol):
-    """What the loop needs from the model (implemented in `inference.py`)."""
-
-    tokenizer: Tokenizer
-    special: SpecialTokens
-    multilingual: bool
-    languages: dict[str, str]  # code → full lower-case name
-    n_text_ctx: int
-
-    def log_mel(self, audio: np.ndarray) -> mx.array: ...
-    def encode(self, mel: mx.array) -> Any: ...
-    def session(self, features: Any) -> Session: ...
-    def detect_language(self, features: Any) -> list[dict[str, float]]: ...
-    def alignment(
-        self, features: Any, tokens: Sequence[int], n_text: int
-    ) -> tuple[np.ndarray, np.ndarray]: ...
-
-
-def check_options(backend: Backend, options: TranscribeOptions) -> None:
+def check_options(tokenizer: WhisperTokenizer, options: TranscribeOptions) -> None:
     lang = options.language
-    if lang is not None and lang not in backend.languages:
+    if lang is not None and lang not in tokenizer.languages:
         raise InvalidRequest(
             f"Unsupported language '{lang}': use an ISO-639-1 code this model knows.", param="language"
         )
-    if not backend.multilingual:
+    if not tokenizer.multilingual:
         if options.task == "translate":
             raise InvalidRequest(
                 "This model is English-only and cannot translate; use a multilingual model "
@@ -116,6 +84,24 @@ class WindowJob:
     beam_size: int | None
     seed: int
 
+    @classmethod
+    def of(
+        cls,
+        mel: mx.array,
+        prefix: tuple[int, ...],
+        language: str | None,
+        options: TranscribeOptions,
+        seed: int,
+    ) -> WindowJob:
+        """A window of `options`' request: up to 3000 mel frames (zero-padded to 3000)."""
+        n = mel.shape[0]
+        if n < N_FRAMES:
+            mel = mx.pad(mel, [(0, N_FRAMES - n), (0, 0)])
+        elif n > N_FRAMES:
+            mel = mel[:N_FRAMES]
+        temperatures = FALLBACK_TEMPERATURES if options.temperature == 0 else (options.temperature,)
+        return cls(mel, prefix, language, options.task, temperatures, options.beam_size, seed)
+
 
 @dataclass
 class WindowResult:
@@ -123,6 +109,48 @@ class WindowResult:
     language: str
     sot_sequence: list[int]
     features: Any  # this row's cross-attention K/V, for word timing
+
+
+def window_request(
+    backend: Backend, loop: LoopOptions, jobs: WindowJob | list[WindowJob], max_batch: int
+) -> Batched:
+    """The worker request that decodes `jobs` (one window, or a list answered as a list): the one place its
+    batch key is made, so windows of every request to this model with the same loop options share passes
+    (the seek loop's and the chunked path's alike)."""
+    key = ("whisper-windows", id(backend), loop)
+    fn = functools.partial(decode_windows, backend, loop=loop)
+    if isinstance(jobs, WindowJob):
+        return Batched(key, jobs, fn, max_batch)
+    return Batched(key, jobs, fn, max_batch, many=True)
+
+
+def prompt_prefix(tokenizer: WhisperTokenizer, tokens: Sequence[int], n_text_ctx: int) -> tuple[int, ...]:
+    """<|startofprev|> and the last tokens of earlier text (at most half the context), or () for none."""
+    return (tokenizer.sot_prev, *tokens[-(n_text_ctx // 2 - 1) :]) if tokens else ()
+
+
+def log_mel(audio: np.ndarray, n_mels: int) -> mx.array:
+    """Mono 16 kHz float32 → [frames + 3000, n_mels] (30 s of zeros appended, as openai does), evaluated."""
+    mel = log_mel_spectrogram(mx.array(audio), n_mels, padding=N_SAMPLES)
+    mx.eval(mel)
+    return mel
+
+
+def info(tokenizer: WhisperTokenizer, language: str | None, duration: float) -> TranscriptionInfo:
+    code = language or "en"
+    return TranscriptionInfo(code, tokenizer.languages.get(code, code), duration)
+
+
+def detect_language(backend: Backend, features: Any) -> list[dict[str, float]]:
+    """Language probabilities of each window (multilingual models): the decoder's first step after
+    <|startoftranscript|>, over the language tokens."""
+    tok = backend.tokenizer
+    b = features[0][0].shape[0]
+    logits, _ = backend.session(features).prefill([[tok.sot]] * b, [0] * b)
+    probs = cast(
+        list[list[float]], mx.softmax(logits[:, mx.array(list(tok.all_language_tokens))], axis=-1).tolist()
+    )
+    return [dict(zip(tok.all_language_codes, row, strict=True)) for row in probs]
 
 
 def decode_windows(backend: Backend, jobs: Sequence[WindowJob], loop: LoopOptions) -> list[WindowResult]:
@@ -134,9 +162,9 @@ def decode_windows(backend: Backend, jobs: Sequence[WindowJob], loop: LoopOption
     languages = [j.language for j in jobs]
     detect = [i for i, lang in enumerate(languages) if lang is None]
     if detect:
-        for i, probs in zip(detect, backend.detect_language(_take(features, detect)), strict=True):
+        for i, probs in zip(detect, detect_language(backend, _take(features, detect)), strict=True):
             languages[i] = max(probs, key=probs.__getitem__)
-    sot_seqs = [tok.sot_sequence(lang, j.task) for lang, j in zip(languages, jobs, strict=True)]
+    sot_seqs = [list(tok.sot_sequence_for(lang, j.task)) for lang, j in zip(languages, jobs, strict=True)]
     prompts = [[*j.prefix, *sot] for j, sot in zip(jobs, sot_seqs, strict=True)]
     results: list[DecodedWindow | None] = [None] * len(jobs)
     rung = [0] * len(jobs)
@@ -153,12 +181,12 @@ def decode_windows(backend: Backend, jobs: Sequence[WindowJob], loop: LoopOption
             row_prompts = [prompts[i] for i in rows]
             sot_index = [len(jobs[i].prefix) for i in rows]
             if beam:
-                decoded = beam_search_decode(session, row_prompts, sot_index, backend.special, opts)
+                decoded = beam_search_decode(session, row_prompts, sot_index, tok, opts)
             else:
                 key = mx.random.key(jobs[rows[0]].seed * 7919 + rung[rows[0]])
-                decoded = greedy_decode(session, row_prompts, sot_index, backend.special, opts, key=key)
+                decoded = greedy_decode(session, row_prompts, sot_index, tok, opts, key=key)
             for i, d in zip(rows, decoded, strict=True):
-                d.text = tok.decode([x for x in d.tokens if x < backend.special.eot])
+                d.text = tok.text(d.tokens)
                 d.compression_ratio = compression_ratio(d.text)
                 results[i] = d
                 if _needs_fallback(d, loop) and rung[i] + 1 < len(jobs[i].temperatures):
@@ -239,25 +267,20 @@ def transcribe(
     *,
     max_batch: int = 1,
     seed: int = 0,
-) -> Iterator[TranscriptionInfo | Segment | Batched]:
+) -> Generator[TranscriptionInfo | Segment | Batched, Any, None]:
     """audio: mono float32 at 16 kHz. Yields TranscriptionInfo, then Segments as windows are decoded.
 
     Each window is requested with `yield Batched(...)`: on the MLX worker, windows of concurrent
     requests for the same model are decoded together; elsewhere wrap the generator in `drive()`.
     """
-    check_options(backend, options)
     tok = backend.tokenizer
-    mel = backend.log_mel(audio)  # [frames + 3000 padding, n_mels]
+    check_options(tok, options)
+    mel = log_mel(audio, backend.config.n_mels)  # [frames + 3000 padding, n_mels]
     content_frames = mel.shape[0] - N_FRAMES
     duration = len(audio) / SAMPLE_RATE
-    temperatures = FALLBACK_TEMPERATURES if options.temperature == 0 else (options.temperature,)
-    batch_fn = functools.partial(decode_windows, backend, loop=loop)
-    batch_key = ("whisper-windows", id(backend), loop)
-
-    language = options.language if backend.multilingual else "en"
+    language = options.language if tok.multilingual else "en"
     if content_frames <= 0:  # no audio at all: nothing to decode
-        code = language or "en"
-        yield TranscriptionInfo(code, backend.languages.get(code, code), duration)
+        yield info(tok, language, duration)
         return
     info_sent = False
     seek = 0
@@ -271,22 +294,13 @@ def transcribe(
 
     while seek < content_frames:
         segment_size = min(N_FRAMES, content_frames - seek)
-        prompt = all_tokens[prompt_reset_since:]
-        prefix = (tok.sot_prev, *prompt[-(backend.n_text_ctx // 2 - 1) :]) if prompt else ()
-        job = WindowJob(
-            pad_window(mel[seek : seek + segment_size]),
-            prefix,
-            language,
-            options.task,
-            temperatures,
-            options.beam_size,
-            seed + n_window,
-        )
+        prefix = prompt_prefix(tok, all_tokens[prompt_reset_since:], backend.config.n_text_ctx)
+        job = WindowJob.of(mel[seek : seek + segment_size], prefix, language, options, seed + n_window)
         n_window += 1
-        window: WindowResult = yield Batched(batch_key, job, batch_fn, max_batch)
+        window: WindowResult = yield window_request(backend, loop, job, max_batch)
         result, language = window.decoded, window.language
         if not info_sent:
-            yield TranscriptionInfo(language, backend.languages.get(language, language), duration)
+            yield info(tok, language, duration)
             info_sent = True
         if is_silence(result, loop):
             seek += segment_size
@@ -317,7 +331,7 @@ def parse_window(
     result = window.decoded
     time_offset = seek * HOP_LENGTH / SAMPLE_RATE
     segments, next_seek, single_ending = split_segments(
-        result.tokens, backend.special.timestamp_begin, seek, segment_size
+        result.tokens, backend.tokenizer.timestamp_begin, seek, segment_size
     )
     if options.word_timestamps and result.tokens:
         last_speech = _add_words(
@@ -338,16 +352,16 @@ def parse_window(
 
 
 def to_segments(
-    tok: Tokenizer,
+    tok: WhisperTokenizer,
     result: DecodedWindow,
     segments: list[TimedSegment],
     first_id: int,
     options: TranscribeOptions,
 ) -> list[Segment]:
     """The API's segments for a window's timed segments, numbered from `first_id`; empty ones dropped."""
-    out = []
+    out: list[Segment] = []
     for s in segments:
-        text = tok.decode([t for t in s.tokens if t < tok.eot])
+        text = tok.text(s.tokens)
         if s.start == s.end or not text.strip():
             continue
         out.append(
@@ -369,14 +383,9 @@ def to_segments(
     return out
 
 
-def pad_window(window: mx.array) -> mx.array:
-    n = window.shape[0]
-    if n == N_FRAMES:
-        return window
-    return mx.pad(window, [(0, N_FRAMES - n), (0, 0)])
-
-
-def _token_logprobs(tok: Tokenizer, result: DecodedWindow, seg_tokens: list[int]) -> list[TokenLogprob]:
+def _token_logprobs(
+    tok: WhisperTokenizer, result: DecodedWindow, seg_tokens: list[int]
+) -> list[TokenLogprob]:
     # seg_tokens is a contiguous slice of result.tokens: find it to pick the matching logprobs
     n = len(seg_tokens)
     for start in range(len(result.tokens) - n + 1):

@@ -13,6 +13,8 @@ router = APIRouter(prefix="/v1", tags=["models"])
 
 
 def model_object(provider: ModelProvider, spec: ModelSpec) -> ModelObject:
+    resident = provider.resident_of(spec.id)
+    details = resident.details if resident is not None else {}
     return ModelObject(
         id=spec.id,
         created=spec.created,
@@ -22,6 +24,8 @@ def model_object(provider: ModelProvider, spec: ModelSpec) -> ModelObject:
         loaded=provider.is_loaded(spec.id),
         aliases=provider.registry.aliases_of(spec.id),
         description=spec.description,
+        backend=details.get("backend"),
+        backend_reason=details.get("backend_reason"),
     )
 
 

@@ -15,6 +15,10 @@ class ModelObject(BaseModel):
     loaded: bool
     aliases: list[str]
     description: str = ""
+    backend: str | None = Field(
+        None, description="how the loaded model computes (e.g. cpu-f16-kernels); null until loaded"
+    )
+    backend_reason: str | None = Field(None, description="why that backend was chosen at load")
 
 
 class ModelList(BaseModel):

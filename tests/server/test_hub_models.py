@@ -15,7 +15,8 @@ import mlx.core as mx
 import openai
 import pytest
 
-from models.registry import BUILTIN_MODELS, Registry
+from models.families import builtin_models
+from models.registry import Registry
 from models.weights import model_dir
 from models.whisper.config import WhisperConfig
 from models.whisper.convert import transformers_name_map
@@ -39,7 +40,7 @@ def _safetensors(tensors: dict[str, mx.array], path: Path) -> bytes:
 @pytest.fixture(scope="module")
 def repos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, bytes]]:
     tmp = tmp_path_factory.mktemp("repos")
-    spec = Registry(BUILTIN_MODELS).get("whisper-tiny.en")
+    spec = Registry(builtin_models()).get("whisper-tiny.en")
     native = model_dir(spec, tmp / "cache")
     config = WhisperConfig.from_dict(json.loads((native / "config.json").read_text()))
     weights = mx.load(str(native / "model.safetensors"))

@@ -22,10 +22,11 @@ import numpy as np
 import pytest
 from scipy.io import wavfile
 
-from models.families import get_family
-from models.registry import BUILTIN_MODELS, ModelSpec, Registry
+from models.families import builtin_models, get_family
+from models.registry import ModelSpec, Registry
+from models.silero_vad import SILERO_VAD
 from models.silero_vad.family import SILERO_FILE, SileroVadDetector
-from models.sources import SILERO_VAD, resolve_source
+from models.sources import resolve_source
 from models.weights import model_dir
 from tests.support.data import speech
 
@@ -52,7 +53,7 @@ def audio(name: str) -> np.ndarray:
 
 @pytest.fixture(scope="session")
 def spec() -> ModelSpec:
-    return Registry(BUILTIN_MODELS).get("silero-vad")
+    return Registry(builtin_models()).get("silero-vad")
 
 
 @pytest.fixture(scope="session")

@@ -14,8 +14,8 @@ import pytest
 from safetensors.numpy import load_file
 
 from models.errors import WeightsError
-from models.families import get_family
-from models.registry import BUILTIN_MODELS, ModelSpec, Registry
+from models.families import builtin_models, get_family
+from models.registry import ModelSpec, Registry
 from models.silero_vad.family import SILERO_FILE, SileroVadDetector
 from models.silero_vad.model import CONV_WEIGHTS, SileroVad, SileroVadConfig, parameters
 from models.tasks import VadOptions, VoiceActivityDetector
@@ -26,7 +26,7 @@ SR = 16000
 
 
 def test_registry_default_vad_model(spec: ModelSpec) -> None:
-    registry = Registry(BUILTIN_MODELS)
+    registry = Registry(builtin_models())
     assert registry.for_task(None, "vad") is spec
     assert (spec.family, spec.task, spec.format) == ("silero_vad", "vad", "silero")
 
@@ -80,10 +80,10 @@ def test_the_package_is_never_imported(converted_dir: Path) -> None:
     code = (
         "import sys, tempfile, numpy as np\n"
         "from pathlib import Path\n"
-        "from models.registry import BUILTIN_MODELS, Registry\n"
-        "from models.families import get_family\n"
+        "from models.families import builtin_models, get_family\n"
+        "from models.registry import Registry\n"
         "from models.weights import model_dir\n"
-        "spec = Registry(BUILTIN_MODELS).get('silero-vad')\n"
+        "spec = Registry(builtin_models()).get('silero-vad')\n"
         "det = get_family(spec.family).load(model_dir(spec, Path(tempfile.mkdtemp())), spec)\n"
         "det.speech_probabilities(np.zeros(16000, np.float32))\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('silero_vad', 'torch', 'onnxruntime')))\n"

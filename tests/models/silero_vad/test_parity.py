@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from models.layers import cpu
 from models.silero_vad.family import SileroVadDetector
 from tests.models.silero_vad.conftest import (
     CLIPS,
@@ -49,9 +48,8 @@ REGION_PARAMS = [
 
 def both_front_ends(det: SileroVadDetector, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(numpy front end, MLX front end) probabilities."""
-    host = det.speech_probabilities(samples)
-    with cpu.disabled():
-        mlx = det.speech_probabilities(samples)
+    host = SileroVadDetector(det.model, front_end="numpy").speech_probabilities(samples)
+    mlx = SileroVadDetector(det.model, front_end="mlx").speech_probabilities(samples)
     return host, mlx
 
 

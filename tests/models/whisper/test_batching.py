@@ -9,10 +9,12 @@ from pathlib import Path
 import mlx.core as mx
 import pytest
 
-from models.tasks import Segment, TranscribeOptions, collect_transcription
-from models.whisper.audio import N_FRAMES, N_SAMPLES, log_mel_spectrogram
+from models.batching import collect_transcription
+from models.tasks import Segment, TranscribeOptions
+from models.whisper.audio import log_mel_spectrogram
+from models.whisper.constants import FALLBACK_TEMPERATURES, N_FRAMES, N_SAMPLES
 from models.whisper.family import WhisperTranscriber
-from models.whisper.transcribe import FALLBACK_TEMPERATURES, LoopOptions, WindowJob, decode_windows
+from models.whisper.transcribe import LoopOptions, WindowJob, decode_windows
 from models.worker import MLXWorker
 from tests.models.whisper.conftest import load_tokenizer, load_whisper
 from tests.models.whisper.test_parity import _audio

@@ -7,8 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.tasks import TranscribeOptions, collect_transcription
+from models.batching import collect_transcription
+from models.tasks import TranscribeOptions
 from models.whisper import chunked
+from models.whisper import transcribe as loop
 from models.whisper.family import WhisperTranscriber
 from tests.models.whisper.conftest import load_tokenizer, load_whisper
 from tests.models.whisper.test_parity import _audio
@@ -73,13 +75,13 @@ def test_chunks_of_one_file_decode_together(
     speech = tuple((int(b), int(b) + len(c)) for b, c in zip(starts, clips, strict=True))
 
     batch_sizes: list[int] = []
-    real = chunked.decode_windows
+    real = loop.decode_windows
 
     def counting(backend, jobs, loop):  # type: ignore[no-untyped-def]
         batch_sizes.append(len(jobs))
         return real(backend, jobs, loop)
 
-    monkeypatch.setattr(chunked, "decode_windows", counting)
+    monkeypatch.setattr(loop, "decode_windows", counting)  # what every window request calls
     result = collect_transcription(
         transcriber.transcribe_stream(audio, TranscribeOptions(language="en", speech=speech))
     )

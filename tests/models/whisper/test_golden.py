@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from models.tasks import TranscribeOptions, collect_transcription
+from models.batching import collect_transcription
+from models.tasks import TranscribeOptions
 from models.whisper.family import WhisperTranscriber
 from tests.models.whisper.conftest import load_tokenizer, load_whisper
 from tests.models.whisper.test_parity import _audio

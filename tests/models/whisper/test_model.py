@@ -192,6 +192,9 @@ def test_default_alignment_heads_are_the_last_half_of_the_decoder() -> None:
 
 def test_projection_follows_weight_updates_and_quantization() -> None:
     model = _model()
+    model.decoder.projection_copy = True  # as the MLX backend sets it
+    model.decoder.refresh_projection()
+    assert model.decoder._proj is not None
     mel, tokens = _inputs(1)
     features = model.embed_audio(mel)
     before = model.logits(tokens, features)
@@ -209,3 +212,23 @@ def test_projection_follows_weight_updates_and_quantization() -> None:
     quantized = model.logits(tokens, features)
     assert quantized.shape == before.shape
     assert np.abs(np.array(quantized) - np.array(before)).max() < 0.05 * np.abs(np.array(before)).max()
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_make_step_compiled_equals_eager(padded: bool) -> None:
+    """The step the MLX backend compiles on a GPU against the eager one it runs on the CPU, with and without
+    left padding, over several steps of a fixed-capacity cache."""
+    model = _model()
+    mel, tokens = _inputs(2)
+    xkv = model.cross_kv(model.embed_audio(mel))
+    pad = mx.array([2, 0], dtype=mx.int32) if padded else None
+    eager, compiled = model.make_step(compile=False), model.make_step(compile=True)
+    cache_e = cache_c = model.init_cache(2)
+    for t in range(7):
+        tok = tokens[:, t : t + 1].astype(mx.int32)
+        offset = mx.array(t, dtype=mx.int32)
+        le, cache_e = eager(tok, xkv, cache_e, offset, pad)
+        lc, cache_c = compiled(tok, xkv, cache_c, offset, pad)
+        assert le.shape == lc.shape == (2, 1, TINY.n_vocab)
+        assert _close(le, lc)
+    assert _close(cache_e[-1][0], cache_c[-1][0])

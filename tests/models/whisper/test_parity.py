@@ -33,8 +33,9 @@ from scipy.io import wavfile
 from whisper.decoding import DecodingOptions
 from whisper.model import ModelDimensions, disable_sdpa
 
-from models.whisper.audio import N_FRAMES, N_SAMPLES, log_mel_spectrogram
+from models.whisper.audio import log_mel_spectrogram
 from models.whisper.config import WhisperConfig
+from models.whisper.constants import N_FRAMES, N_SAMPLES
 from models.whisper.model import Whisper
 from models.whisper.tokenizer import WhisperTokenizer
 from tests.models.whisper.conftest import load_tokenizer, load_whisper

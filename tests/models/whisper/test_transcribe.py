@@ -17,8 +17,10 @@ import pytest
 import whisper
 from whisper.decoding import DecodingOptions
 
-from models.tasks import TranscribeOptions, collect_transcription
-from models.whisper.audio import N_FRAMES, N_SAMPLES, log_mel_spectrogram
+from models.batching import collect_transcription
+from models.tasks import TranscribeOptions
+from models.whisper.audio import log_mel_spectrogram
+from models.whisper.constants import N_FRAMES, N_SAMPLES
 from models.whisper.decoding import DecodeOptions, beam_search_decode, greedy_decode
 from models.whisper.family import WhisperTranscriber
 from models.whisper.transcribe import split_segments
@@ -96,10 +98,8 @@ def test_beam_search_matches_openai(pair: tuple, name: str) -> None:
     backend = ours_model.backend
     features = backend.encode(mel[None])
     tok = backend.tokenizer
-    sot_seq = tok.sot_sequence("en", "transcribe")
-    ours = beam_search_decode(
-        backend.session(features), [sot_seq], [0], backend.special, DecodeOptions(beam_size=5)
-    )[0]
+    sot_seq = list(tok.sot_sequence_for("en", "transcribe"))
+    ours = beam_search_decode(backend.session(features), [sot_seq], [0], tok, DecodeOptions(beam_size=5))[0]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ResourceWarning)
         exp = whisper.decode(
@@ -109,7 +109,7 @@ def test_beam_search_matches_openai(pair: tuple, name: str) -> None:
         )
     assert ours.tokens == exp.tokens
     assert ours.avg_logprob == pytest.approx(exp.avg_logprob, abs=1e-3)
-    greedy = greedy_decode(backend.session(features), [sot_seq], [0], backend.special, DecodeOptions())[0]
+    greedy = greedy_decode(backend.session(features), [sot_seq], [0], tok, DecodeOptions())[0]
     assert greedy.tokens[:3] == ours.tokens[:3]
 
 

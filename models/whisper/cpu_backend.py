@@ -1,4 +1,5 @@
-"""Whisper's text decoder in numpy, for float32 decoding on the CPU.
+"""The CPU backends: float32 Whisper on the CPU with its encoder (`cpu_encoder.py`) and decode step
+(here) in numpy over the MLX model's own weights, plus the optional C kernels (`models.cpu.kernels`).
 
 A decode step is ~25 small operations per layer on a handful of rows. MLX's CPU backend costs tens of
 microseconds per evaluated graph (a 384 × 1536 product: 141 µs through MLX, 32 µs through numpy), and
@@ -6,9 +7,9 @@ the step is memory-bound: tiny.en reads 80 MB of output projection, 33 MB of lay
 audio keys/values per token. numpy runs it with microseconds of overhead per operation and BLAS
 ``gemv``: on tiny.en (2 cores) a greedy step takes ~7 ms instead of ~13 ms eager MLX, ~3 ms of it the
 projection. The arithmetic is the MLX model's (`Whisper.decode`), on zero-copy views of the same
-weights; `tests/models/whisper/test_host.py` holds the two to float32 rounding.
+weights; `tests/models/whisper/test_cpu_backend.py` holds the two to float32 rounding.
 
-`HostSession` implements `decoding.Session` over it. Beam rows keep pointing at their audio's
+`CPUSession` implements `mlx_backend.Session` over it. Beam rows keep pointing at their audio's
 cross-attention keys and values instead of copying them per beam: the rows of one audio are multiplied
 against its keys together, so five beams read the 1500-frame keys once per step, not five times.
 """
@@ -22,10 +23,13 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from models.layers import native
-from models.layers.cpu import HostLinear, HostNorm, gelu_into, host_view
-from models.whisper.decoding import left_pad
+from models.cpu import kernels
+from models.cpu.ops import HostLinear, HostNorm, gelu_into, host_view
+from models.whisper.constants import SAMPLE_LEN
+from models.whisper.cpu_encoder import CPUEncoder
+from models.whisper.mlx_backend import Session, alignment, left_pad
 from models.whisper.model import KV, MultiHeadAttention, ResidualAttentionBlock, Whisper
+from models.whisper.tokenizer import WhisperTokenizer
 
 HostKV = tuple[np.ndarray, np.ndarray]
 
@@ -68,7 +72,7 @@ class _Attention:
 
 
 def _softmax_into(s: np.ndarray) -> np.ndarray:
-    if native.softmax_(s):
+    if kernels.softmax_(s):
         return s
     s -= s.max(axis=-1, keepdims=True)
     np.exp(s, out=s)
@@ -85,9 +89,10 @@ class _Block:
     mlp_ln: HostNorm
     mlp1: HostLinear
     mlp2: HostLinear
+    fused: bool  # a step's attention in the C kernels (else numpy products)
 
     @classmethod
-    def of(cls, block: ResidualAttentionBlock, half: bool) -> _Block:
+    def of(cls, block: ResidualAttentionBlock, half: bool, fused: bool) -> _Block:
         return cls(
             _Attention.of(block.attn, half),
             HostNorm.of(block.attn_ln),
@@ -96,6 +101,7 @@ class _Block:
             HostNorm.of(block.mlp_ln),
             HostLinear.of(block.mlp1, half),
             HostLinear.of(block.mlp2, half),
+            fused,
         )
 
     def __call__(
@@ -115,11 +121,11 @@ class _Block:
         h = self.attn_ln(x)
         cache[0][:, :, offset:end] = a.heads(a.key(h))
         cache[1][:, :, offset:end] = a.heads(a.value(h))
-        if length == 1 and native.available():  # a step: one query per row, fused over the cached keys
+        if length == 1 and self.fused:  # a step: one query per row, fused over the cached keys
             b, hh, cap, dh = cache[0].shape
             q = a.query(h).reshape(b * hh, 1, dh)  # one position: the heads are consecutive slices
             kv = (cache[0].reshape(b * hh, cap, dh), cache[1].reshape(b * hh, cap, dh))
-            x = x + a.out(native.attend(q, *kv, float(a.scale), end, starts).reshape(b, 1, -1))
+            x = x + a.out(kernels.attend(q, *kv, float(a.scale), end, starts).reshape(b, 1, -1))
         else:
             s = (a.heads(a.query(h)) * a.scale) @ cache[0][:, :, :end].swapaxes(-1, -2)  # [B, H, L, end]
             if mask is not None:
@@ -135,13 +141,13 @@ class _Block:
         b, length, d = h.shape
         hh = c.n_head
         dh = d // hh
-        if length == 1 and native.available():
+        if length == 1 and self.fused:
             q = c.query(h)  # [B, 1, D]
             out = np.empty((b, d), np.float32)
             for audio, rows in audio_rows:
                 qa = q[rows].reshape(len(rows), hh, dh).transpose(1, 0, 2)  # [H, n, Dh]
                 keys, values = cross[0][audio], cross[1][audio]
-                oa = native.attend(qa, keys, values, float(c.scale), keys.shape[1])
+                oa = kernels.attend(qa, keys, values, float(c.scale), keys.shape[1])
                 out[rows] = oa.transpose(1, 0, 2).reshape(len(rows), d)
             return c.out(out.reshape(b, 1, d))
         q = c.heads(c.query(h)) * c.scale  # [B, H, L, Dh]
@@ -154,26 +160,21 @@ class _Block:
         return c.merge(o)
 
 
-class HostDecoder:
+class CPUDecoder:
     """The decoder's arithmetic in numpy over views of a float32 `Whisper`'s parameters."""
-
-    @staticmethod
-    def supports(model: Whisper) -> bool:
-        """float32 with plain (not quantized) layers: what the numpy arithmetic covers."""
-        quantized = (nn.QuantizedLinear, nn.QuantizedEmbedding)
-        plain = not any(isinstance(m, quantized) for _, m in model.decoder.named_modules())
-        return model.dtype == mx.float32 and plain
 
     def __init__(self, model: Whisper, half: bool | None = None) -> None:
         """``half``: keep exact float16 copies of the weights for the step's few-row products
-        (`native.half_exact`; default: where the C kernels make them pay)."""
+        (`kernels.half_exact`; default: where the C kernels make them pay). A step's attention runs in
+        the C kernels where they are built (decided here, once)."""
         dec = model.decoder
-        half = native.fast_half() if half is None else half
+        half = kernels.fast_half() if half is None else half
+        fused = kernels.available()
         self.embedding = host_view(dec.token_embedding.weight)  # [V, D]
         # the output projection through the tied embedding, as a bias-free linear layer over it
-        self.output = HostLinear(self.embedding, None, native.half_exact(self.embedding) if half else None)
+        self.output = HostLinear(self.embedding, None, kernels.half_exact(self.embedding) if half else None)
         self.positions = host_view(dec.positional_embedding)
-        self.blocks = [_Block.of(b, half) for b in dec.blocks]
+        self.blocks = [_Block.of(b, half, fused) for b in dec.blocks]
         self.ln = HostNorm.of(dec.ln)
         cfg = model.config
         self.cache_shape = (cfg.n_text_head, cfg.head_dim)
@@ -240,13 +241,14 @@ class HostDecoder:
         return self.output(x)
 
 
-class HostSession:
-    """`decoding.Session` on `HostDecoder`: numpy caches, logits handed back as MLX arrays."""
+class CPUSession:
+    """`Session` on `CPUDecoder`: numpy caches, logits handed back as MLX arrays."""
 
     def __init__(
-        self, decoder: HostDecoder, cross_kv: list[KV], n_vocab: int, n_text_ctx: int, sample_len: int
+        self, decoder: CPUDecoder, cross_kv: list[KV], n_vocab: int, n_text_ctx: int, sample_len: int
     ):
         self.decoder = decoder
+        self.host_logits = True
         self.cross = [(host_view(k), host_view(v)) for k, v in cross_kv]
         self.audio_of_row = np.arange(self.cross[0][0].shape[0])
         self.n_vocab = n_vocab
@@ -266,9 +268,10 @@ class HostSession:
         self.cache = self.decoder.init_cache(b, min(self.n_text_ctx, length + self.sample_len))
         x = self.decoder.hidden(tokens, self.cross, self.audio_of_row, self.cache, 0, self.pad)
         self.offset = length
-        rows = np.arange(b)
         at_sot = [n + i for n, i in zip(pads, sot_index, strict=True)]
-        logits = self.decoder.project(np.concatenate([x[:, -1], x[rows, at_sot]]))  # only the two rows used
+        logits = self.decoder.project(
+            np.concatenate([x[:, -1], x[np.arange(b), at_sot]])
+        )  # only the two rows used
         return mx.array(logits[:b]), mx.array(logits[b:])
 
     def step(self, tokens: mx.array) -> mx.array:
@@ -290,3 +293,62 @@ class HostSession:
         self.audio_of_row = self.audio_of_row[idx]
         if self.pad is not None:
             self.pad = self.pad[idx]
+
+
+def unsupported(model: Whisper) -> str | None:
+    """Why the numpy arithmetic cannot run `model` (it covers float32 with plain layers), or None."""
+    if model.dtype != mx.float32:
+        return f"{model.dtype} weights (the CPU backend computes in float32)"
+    quantized = (nn.QuantizedLinear, nn.QuantizedEmbedding)
+    if any(isinstance(m, quantized) for _, m in model.named_modules()):
+        return "quantized layers (the CPU backend covers plain float32 layers)"
+    return None
+
+
+class CPUBackend:
+    """float32 Whisper on the CPU: `CPUEncoder` for the windows, `CPUSession` for the decode steps, the
+    MLX model for word alignment (once per window). Named by what its decode step runs on:
+    ``cpu-f16-kernels`` (the C kernels over exact float16 copies of float16-exact weights),
+    ``cpu-kernels`` (the C kernels over float32 weights) or ``cpu-numpy`` (no C kernels built)."""
+
+    compiled = False
+    max_batch = 4  # the CPU is compute-bound: wider batches only delay the first results
+
+    def __init__(self, model: Whisper, tokenizer: WhisperTokenizer, *, half: bool, reason: str) -> None:
+        why_not = unsupported(model)
+        if why_not is not None:
+            raise ValueError(f"the CPU backend cannot run this model: {why_not}")
+        self.model = model
+        self.config = model.config
+        self.tokenizer = tokenizer
+        self.encoder = CPUEncoder(model)
+        self.decoder = CPUDecoder(model, half=half)
+        # The step's float16 copies, made now so that the load counts them (the rest are views).
+        self.host_nbytes = self.decoder.extra_nbytes
+        if not kernels.available():
+            self.name = "cpu-numpy"
+        else:
+            self.name = "cpu-f16-kernels" if self.host_nbytes else "cpu-kernels"
+        self.reason = reason
+
+    def encode(self, mel: mx.array) -> list[KV]:
+        """[B, 3000, n_mels] → per-layer cross-attention K/V ``[B, n_text_head, n_audio_ctx, head_dim]``,
+        head-major: each decode step reads every head's keys as one contiguous block."""
+        c = self.config
+        b, t, d = mel.shape[0], c.n_audio_ctx, c.n_text_state
+        heads = (b, t, c.n_text_head, d // c.n_text_head)
+
+        def head_major(a: np.ndarray) -> mx.array:  # `mx.array` keeps numpy's strides: copy first
+            return mx.array(np.ascontiguousarray(a.reshape(heads).transpose(0, 2, 1, 3)))
+
+        kv = [(head_major(k), head_major(v)) for k, v in self.encoder(np.asarray(mel))]
+        mx.eval(kv)
+        return kv
+
+    def session(self, features: list[KV]) -> Session:
+        return CPUSession(self.decoder, features, self.config.n_vocab, self.config.n_text_ctx, SAMPLE_LEN)
+
+    def alignment(
+        self, features: list[KV], tokens: Sequence[int], n_text: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return alignment(self.model, features, tokens, n_text, self.tokenizer.eot)

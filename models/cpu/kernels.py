@@ -1,4 +1,4 @@
-"""The optional C kernels (`models/layers/_hostkernels.c`), for float32 inference on the CPU.
+"""The optional C kernels (`models/cpu/_kernels.c`), for float32 inference on the CPU.
 
 Built by ``pip install`` where a C compiler with OpenMP is present (``optional`` in pyproject.toml, so
 an install without one still succeeds); every caller falls back to the numpy path when `available()` is
@@ -14,12 +14,14 @@ false. What each buys, measured on the 2-core CI machine (`docs/benchmarks.md`):
 
 from __future__ import annotations
 
+import importlib
 import os
+from typing import Any
 
 import numpy as np
 
-try:
-    from models.layers import _hostkernels as _hk
+try:  # a compiled extension: typed as Any
+    _hk: Any = importlib.import_module("models.cpu._kernels")
 except ImportError:  # not built (no compiler or OpenMP at install time): numpy paths everywhere
     _hk = None
 

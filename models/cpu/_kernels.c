@@ -867,10 +867,10 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_hostkernels",
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_kernels",
                                     "CPU kernels for float32 inference (see the C source).", -1, methods};
 
-PyMODINIT_FUNC PyInit__hostkernels(void) {
+PyMODINIT_FUNC PyInit__kernels(void) {
     PyObject *mod = PyModule_Create(&module);
     if (mod == NULL) return NULL;
     PyObject *on = py_use_simd(NULL, Py_True);

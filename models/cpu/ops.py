@@ -1,16 +1,14 @@
-"""Faster float32 CPU paths for the two elementwise-heavy pieces of transformer inference: attention
-(its softmax) and exact GELU.
+"""numpy building blocks for float32 inference on the CPU, over zero-copy views of MLX weights.
 
-MLX's CPU backend runs elementwise ops as scalar, single-threaded loops (``mx.exp`` ≈ 17 ns/element),
-so a Whisper encoder spends most of its time in the attention softmax (6 heads × 1500² per layer) and
-in GELU's ``erf``. numpy's ufuncs are SIMD-vectorised and release the GIL, and numpy's matmul is BLAS:
-here each (batch, head) of attention, or each block of GELU rows, is one task on a small thread pool
-whose workers run single-threaded BLAS (coarse-grained parallelism, no spinning BLAS threads fighting
-over a shared machine). MLX ↔ numpy conversion is zero-copy one way (``np.asarray`` of an evaluated
-array is a view, strides kept) and a single memcpy the other way (``mx.array``).
+MLX's CPU backend runs elementwise ops as scalar, single-threaded loops (``mx.exp`` ≈ 17 ns/element) and
+costs tens of microseconds per evaluated graph, so a family's CPU backend runs its network in numpy
+instead: `HostLinear` and `HostNorm` view an MLX module's parameters (``np.asarray`` of an evaluated
+array is a view); `attend`, `gelu_into` and `parallel_rows` split work over one small thread pool whose
+workers run single-threaded BLAS (coarse-grained parallelism, no spinning BLAS threads fighting over a
+shared machine). Where the optional C kernels are built (`models.cpu.kernels`) the hot loops use them;
+otherwise the numpy code here gives the same results.
 
-Use only where ``on_cpu()`` holds and the arrays are float32; GPU code stays pure MLX. These evaluate
-their inputs (a graph break); inside ``mx.compile`` tracing they fall back to the plain MLX ops.
+Nothing here decides *whether* a model runs on the CPU path: a family's backend choice does, once, at load.
 """
 
 from __future__ import annotations
@@ -29,34 +27,16 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from models.layers import native
+from models.cpu import kernels
 
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
-_STATE = threading.local()
 
 # Abramowitz & Stegun 7.1.26: erfc(z) ≈ t·P(t)·exp(-z²), t = 1 / (1 + p·z), |error in erf| ≤ 1.5e-7.
 _AS_P = 0.3275911
 _AS_A = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
 # Elements per numpy call in GELU: 256 KiB scratch buffers (L2); smaller blocks lose to GIL hand-offs.
 _GELU_BLOCK = 65_536
-
-
-def on_cpu() -> bool:
-    """True when MLX computes on the CPU (where these paths pay off) and this thread has not turned them
-    off with `disabled`."""
-    return mx.default_device() == mx.cpu and not getattr(_STATE, "disabled", False)
-
-
-@contextmanager
-def disabled() -> Iterator[None]:
-    """Pure-MLX within the block, in this thread: for code traced by ``mx.compile`` (no evaluation allowed)."""
-    before = getattr(_STATE, "disabled", False)
-    _STATE.disabled = True
-    try:
-        yield
-    finally:
-        _STATE.disabled = before
 
 
 _NO_SETTER = object()
@@ -109,21 +89,10 @@ def pool() -> ThreadPoolExecutor:
         return _POOL
 
 
-def _host(a: mx.array) -> np.ndarray | None:
-    """Zero-copy numpy view of ``a`` (evaluating it), or None inside ``mx.compile``/``vmap`` tracing, where
-    evaluation is not allowed and callers fall back to pure MLX."""
-    try:
-        return np.asarray(a)
-    except ValueError as e:
-        if "function transformations" in str(e):
-            return None
-        raise
-
-
 def _attend_one(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float, out: np.ndarray) -> None:
     """One head: ``q`` ``[Tq, Dh]``, ``k, v`` ``[Tk, Dh]`` → ``out`` ``[Tq, Dh]`` (written in place)."""
     s = (q * np.float32(scale)) @ k.T  # [Tq, Tk]
-    if native.softmax_(s):  # one vectorised pass per row, normalised in place
+    if kernels.softmax_(s):  # one vectorised pass per row, normalised in place
         np.matmul(s, v, out=out)
         return
     s -= s.max(axis=-1, keepdims=True)
@@ -147,26 +116,6 @@ def attend(qn: np.ndarray, kn: np.ndarray, vn: np.ndarray, scale: float, out: np
         done = pool().map(lambda ij: _attend_one(qn[ij], kn[ij], vn[ij], scale, out[ij[0], :, ij[1]]), jobs)
         for _ in done:  # re-raise any worker exception
             pass
-
-
-def attention(q: mx.array, k: mx.array, v: mx.array, scale: float) -> mx.array:
-    """Unmasked softmax attention on the CPU, heads in parallel.
-
-    ``q`` ``[B, H, Tq, Dh]``, ``k, v`` ``[B, H, Tk, Dh]`` (float32, any strides) → ``[B, Tq, H·Dh]``, i.e.
-    heads already merged back for the output projection. Matches
-    ``mx.fast.scaled_dot_product_attention`` to float32 rounding (~1e-6 relative).
-    """
-    b, h, tq, dh = q.shape
-    qn = _host(q)
-    if qn is None:  # traced: the plain MLX computation
-        o = mx.fast.scaled_dot_product_attention(q, k, v, scale=scale)
-        return o.transpose(0, 2, 1, 3).reshape(b, tq, h * dh)
-    kn, vn = np.asarray(k), np.asarray(v)
-    if qn.dtype != np.float32:
-        raise TypeError(f"cpu attention is float32-only, got {qn.dtype}")
-    out = np.empty((b, tq, h, dh), np.float32)
-    attend(qn, kn, vn, scale, out)
-    return mx.array(out).reshape(b, tq, h * dh)
 
 
 def _gelu_rows(x: np.ndarray, out: np.ndarray) -> None:
@@ -201,34 +150,11 @@ def _gelu_rows(x: np.ndarray, out: np.ndarray) -> None:
         om -= pm
 
 
-def gelu(x: mx.array) -> mx.array:
-    """Exact (erf) GELU of a float32 array of any shape, rows split over the pool; matches ``nn.gelu`` to
-    ~1e-7·|x| absolute."""
-    host = _host(x)
-    if host is None:  # traced: the plain MLX computation
-        return nn.gelu(x)
-    xn = np.ascontiguousarray(host)
-    if xn.dtype != np.float32:
-        raise TypeError(f"cpu gelu is float32-only, got {xn.dtype}")
-    flat = xn.reshape(-1)
-    out = np.empty_like(flat)
-    n = flat.shape[0]
-    workers = pool()._max_workers if n >= 4 * _GELU_BLOCK else 1
-    if workers == 1:
-        _gelu_rows(flat, out)
-    else:
-        step = -(-n // workers)
-        bounds = [(s, min(s + step, n)) for s in range(0, n, step)]
-        for _ in pool().map(lambda se: _gelu_rows(flat[se[0] : se[1]], out[se[0] : se[1]]), bounds):
-            pass
-    return mx.array(out).reshape(x.shape)
-
-
 def gelu_into(x: np.ndarray) -> np.ndarray:
     """Exact (erf) GELU of a C-contiguous float32 numpy array, in place, in this thread; returns ``x``."""
     if x.dtype != np.float32 or not x.flags.c_contiguous:
         raise TypeError("gelu_into needs a C-contiguous float32 array")
-    if native.gelu_(x):
+    if kernels.gelu_(x):
         return x
     flat = x.reshape(-1)
     _gelu_rows(flat, flat)
@@ -237,7 +163,7 @@ def gelu_into(x: np.ndarray) -> np.ndarray:
 
 def host_layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float = 1e-5) -> np.ndarray:
     """LayerNorm over the last axis of a float32 numpy array (as ``nn.LayerNorm``)."""
-    fast = native.layer_norm(x, weight, bias, eps)
+    fast = kernels.layer_norm(x, weight, bias, eps)
     if fast is not None:
         return fast
     mean = x.mean(axis=-1, keepdims=True)
@@ -261,8 +187,8 @@ def host_view(a: mx.array) -> np.ndarray:
 @dataclass(frozen=True)
 class HostLinear:
     """``nn.Linear`` in numpy over views of its parameters (BLAS reads the ``[out, in]`` weight transposed,
-    no copy). With ``half`` (an exact float16 copy of the weight, `native.half_exact`), products of at most
-    `native.SMALL_ROWS` rows read that instead: the same values, half the bytes."""
+    no copy). With ``half`` (an exact float16 copy of the weight, `kernels.half_exact`), products of at most
+    `kernels.SMALL_ROWS` rows read that instead: the same values, half the bytes."""
 
     weight: np.ndarray
     bias: np.ndarray | None
@@ -272,11 +198,11 @@ class HostLinear:
     def of(cls, layer: nn.Linear, half: bool = False) -> HostLinear:
         weight = host_view(layer.weight)
         bias = host_view(layer.bias) if "bias" in layer else None
-        return cls(weight, bias, native.half_exact(weight) if half else None)
+        return cls(weight, bias, kernels.half_exact(weight) if half else None)
 
     def __call__(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        if self.half is not None and x.size <= native.SMALL_ROWS * x.shape[-1]:
-            return native.linear_half(x, self.half, self.bias, out)
+        if self.half is not None and x.size <= kernels.SMALL_ROWS * x.shape[-1]:
+            return kernels.linear_half(x, self.half, self.bias, out)
         y = np.matmul(x, self.weight.T, out=out)
         if self.bias is not None:
             y += self.bias

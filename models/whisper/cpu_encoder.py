@@ -1,8 +1,8 @@
 """Whisper's audio encoder in numpy, for float32 on the CPU.
 
-MLX's CPU backend runs each encoder operation as its own graph evaluation on one stream thread, with
+MLX's CPU device runs each encoder operation as its own graph evaluation on one stream thread, with
 OpenBLAS threads that keep spinning between products while numpy's kernels (softmax, GELU) want the same
-cores. Here one pool of workers (`models.layers.cpu.pool`, single-threaded BLAS each) does everything,
+cores. Here one pool of workers (`models.cpu.ops.pool`, single-threaded BLAS each) does everything,
 in three phases per layer: row chunks (layer norm and the q/k/v products), (window, head) pairs
 (attention), row chunks again (output projection, MLP with GELU, residuals). Everything a row chunk
 touches stays in cache between its products, and nothing spins. On tiny.en (2 cores) a 30-s window
@@ -10,7 +10,7 @@ takes ~0.34 s instead of ~0.42 s through MLX (`docs/benchmarks.md`).
 
 It also computes the decoder's cross-attention keys and values (`cross_kv`), for every decoder layer in
 the same row phase. The arithmetic is `Whisper.embed_audio` + `Whisper.cross_kv`, on zero-copy views of
-the same weights; `tests/models/whisper/test_host.py` holds the two to float32 rounding.
+the same weights; `tests/models/whisper/test_cpu_backend.py` holds the two to float32 rounding.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.layers.cpu import HostLinear, HostNorm, attend, gelu_into, host_view, parallel_rows
+from models.cpu.ops import HostLinear, HostNorm, attend, gelu_into, host_view, parallel_rows
 from models.whisper.model import ResidualAttentionBlock, Whisper
 
 _CHUNK = 256  # rows per task (tiny.en, 2 cores: 64 → 0.38 s/window, 128 → 0.36, 256 → 0.34, 512 → 0.39)
@@ -76,7 +76,7 @@ class _Block:
         )
 
 
-class HostEncoder:
+class CPUEncoder:
     """`Whisper.embed_audio` followed by `Whisper.cross_kv`, in numpy over the model's float32 weights."""
 
     def __init__(self, model: Whisper) -> None:
@@ -119,7 +119,8 @@ class HostEncoder:
                 x[rows] += blk.mlp2(h)
 
             parallel_rows(qkv, b * t, _CHUNK)
-            attend(*(a.reshape(heads).transpose(0, 2, 1, 3) for a in (q, k, v)), self.scale, o.reshape(heads))
+            qh, kh, vh = (a.reshape(heads).transpose(0, 2, 1, 3) for a in (q, k, v))
+            attend(qh, kh, vh, self.scale, o.reshape(heads))
             parallel_rows(mlp, b * t, _CHUNK)
 
         out = [(np.empty((b, t, d), np.float32), np.empty((b, t, d), np.float32)) for _ in self.cross]
@@ -142,9 +143,14 @@ class HostEncoder:
         h[:, 0], h[:, -1] = 0.0, 0.0
         x = np.empty((b, t, d), np.float32)
         for i in range(b):
-            parallel_rows(
-                lambda r, i=i: self.conv1.rows(pad1[i], r, h[i, 1 + r.start : 1 + r.stop]), frames, 256
-            )
-            parallel_rows(lambda r, i=i: self.conv2.rows(h[i], r, x[i, r]), t, _CHUNK)
+
+            def conv1(r: slice, i: int = i) -> None:
+                self.conv1.rows(pad1[i], r, h[i, 1 + r.start : 1 + r.stop])
+
+            def conv2(r: slice, i: int = i) -> None:
+                self.conv2.rows(h[i], r, x[i, r])
+
+            parallel_rows(conv1, frames, 256)
+            parallel_rows(conv2, t, _CHUNK)
         x += self.positions
         return x
