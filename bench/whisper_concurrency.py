@@ -39,7 +39,9 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 
-import dsp  # noqa: F401  (BLAS preload before mlx)
+from dsp.blas import ensure_fast_blas
+
+ensure_fast_blas()  # OpenBLAS for MLX on Linux CPU: must precede the first `import mlx`
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_AUDIO = ROOT.parent / "shared" / "data" / "speech" / "two_cities_16k.wav"
