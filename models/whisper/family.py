@@ -148,7 +148,8 @@ class WhisperFamily:
         transcriber = WhisperTranscriber(
             model, tokenizer, beam_size=beam if beam and beam > 1 else None, backend=options.get("backend")
         )
-        log.info("%s: backend %s (%s)", spec.id, transcriber.backend.name, transcriber.backend.reason)
+        name = getattr(spec, "id", Path(model_dir).name)
+        log.info("%s: backend %s (%s)", name, transcriber.backend.name, transcriber.backend.reason)
         if transcriber.backend.compiled:
             transcriber.warm_up()
         return transcriber
