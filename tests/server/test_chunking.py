@@ -15,9 +15,10 @@ import pytest
 
 from server.app import create_app
 from server.settings import Settings
-from tests.server.test_transcriptions import _metric, wav_bytes
+from tests.support.audio import wav_bytes
 from tests.support.data import REFERENCE, normalize, speech, wer
 from tests.support.live import serve
+from tests.support.metrics import metric
 
 pytestmark = pytest.mark.slow
 
@@ -66,13 +67,13 @@ def test_auto_chunks_one_file_into_a_batch(
     base_url: str, client: openai.OpenAI, long_file: tuple[bytes, list[float], str]
 ) -> None:
     audio, starts, reference = long_file
-    assert _metric(base_url, "mlx_audio_worker_largest_batch") == 0  # nothing decoded on this server yet
+    assert metric(base_url, "mlx_audio_worker_largest_batch") == 0  # nothing decoded on this server yet
     result = client.audio.transcriptions.create(
         model="whisper-1", file=("long.wav", audio), chunking_strategy="auto", response_format="verbose_json"
     )
     assert wer(reference, result.text) <= 0.1, result.text
     # one request, several chunks: they shared passes on the worker
-    assert _metric(base_url, "mlx_audio_worker_largest_batch") >= 2
+    assert metric(base_url, "mlx_audio_worker_largest_batch") >= 2
     segments = result.segments or []
     assert [s.start for s in segments] == sorted(s.start for s in segments)
     assert segments[-1].end <= result.duration + 0.5
