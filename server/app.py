@@ -17,7 +17,7 @@ from models.worker import MLXWorker
 from server.errors import install_error_handlers
 from server.metrics import Metrics
 from server.middleware import AuthMiddleware, BodyLimitMiddleware, RequestContextMiddleware
-from server.routers import audio, health, models
+from server.routers import health, models, transcriptions
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def create_app(
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(models.router)
-    app.include_router(audio.router)
+    app.include_router(transcriptions.router)
     for r in extra_routers:
         app.include_router(r)
 
