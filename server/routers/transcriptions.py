@@ -51,6 +51,8 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/audio", tags=["audio"])
 
 _TEXT_TYPES = {"text": "text/plain", "srt": "application/x-subrip", "vtt": "text/vtt"}
+# What `stream=true` can carry: transcript.text.delta/done events hold text, not segments or cues.
+STREAMABLE_FORMATS = ("json", "text")
 
 Renderer = Callable[[Transcription], Response]
 
@@ -126,7 +128,10 @@ def split_form(form: FormData) -> tuple[UploadFile, list[tuple[str, str]]]:
     return upload, fields
 
 
-def check_format(response_format: str, granularities: Sequence[str], include: Sequence[str]) -> None:
+def check_format(
+    response_format: str, granularities: Sequence[str], include: Sequence[str], *, stream: bool = False
+) -> None:
+    """Combinations the output cannot honour, refused before the model is acquired or the audio decoded."""
     if response_format == "diarized_json":
         raise InvalidRequest(
             "response_format 'diarized_json' needs a diarization model; Whisper cannot produce it.",
@@ -140,6 +145,13 @@ def check_format(response_format: str, granularities: Sequence[str], include: Se
     if include and response_format not in ("json", "verbose_json"):
         raise InvalidRequest(
             "include[]=logprobs requires response_format 'json' or 'verbose_json'.", param="include"
+        )
+    if stream and response_format not in STREAMABLE_FORMATS:
+        raise InvalidRequest(
+            f"response_format '{response_format}' cannot be streamed: stream=true sends text events; "
+            "use response_format 'json' or 'text', or set stream=false.",
+            param="stream",
+            code="unsupported_value",
         )
 
 
@@ -294,7 +306,7 @@ def vad_options(strategy: Literal["auto"] | ServerVad | None, window_s: float) -
 
 def transcription_job(fields: list[tuple[str, str]]) -> Job:
     p: TranscriptionParams = validate_params(TranscriptionParams, normalise_form(fields))
-    check_format(p.response_format, p.timestamp_granularities, p.include)
+    check_format(p.response_format, p.timestamp_granularities, p.include, stream=p.stream)
     language = p.language or (p.languages[0] if len(p.languages) == 1 else None)
     prompt = p.prompt
     if p.keywords:

@@ -1,7 +1,7 @@
 """The transcription router's plumbing, through a real server with probe transcribers that report what
 they were handed (`tests.support.probe_transcriber`): the upload is decoded at the model's sample rate and
 `chunking_strategy` cuts it into the model's window; failures after the 200 arrive in-band as the one
-error envelope."""
+error envelope; `stream=true` with a format that cannot stream is refused before anything is decoded."""
 
 from __future__ import annotations
 
@@ -127,6 +127,38 @@ def test_a_domain_error_mid_stream_keeps_its_type_and_code(base_url: str) -> Non
             "code": "unavailable",
         }
     }
+
+
+@pytest.mark.parametrize("fmt", ["verbose_json", "srt", "vtt"])
+def test_stream_refuses_formats_that_cannot_stream(base_url: str, client: openai.OpenAI, fmt: str) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        client.audio.transcriptions.create(
+            model="probe-idle",
+            file=("a.wav", TONE),
+            stream=True,
+            response_format=fmt,  # type: ignore[arg-type]
+        )
+    err = info.value.body
+    assert isinstance(err, dict)
+    assert (err["type"], err["param"], err["code"]) == (
+        "invalid_request_error",
+        "stream",
+        "unsupported_value",
+    )
+    assert f"'{fmt}'" in err["message"]
+    # refused before the model was acquired or the upload decoded: undecodable bytes give the same 400
+    r = httpx.post(
+        f"{base_url}/v1/audio/transcriptions",
+        files={"file": ("a.wav", b"this is not audio" * 10)},
+        data={"model": "probe-idle", "stream": "true", "response_format": fmt},
+        timeout=60,
+    )
+    assert r.status_code == 400
+    assert r.json() == {"error": err}
+    assert httpx.get(f"{base_url}/v1/models/probe-idle").json()["loaded"] is False
+    # and the server keeps serving, streams included
+    events = list(client.audio.transcriptions.create(model="probe-16k", file=("a.wav", TONE), stream=True))
+    assert events[-1].type == "transcript.text.done" and events[-1].text == "32000 samples at 16000 Hz."
 
 
 @pytest.mark.parametrize("fmt", ["json", "text"])

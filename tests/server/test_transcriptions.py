@@ -337,6 +337,12 @@ def _err(r: httpx.Response, status: int, param: str | None = None) -> dict:
             "response_format",
         ),
         ({"file": ("a.wav", b"RIFF")}, {"model": "whisper-1", "bogus": "1"}, 400, "bogus"),
+        (
+            {"file": ("a.wav", b"RIFF")},
+            {"model": "whisper-1", "stream": "true", "response_format": "srt"},
+            400,
+            "stream",
+        ),
     ],
 )
 def test_bad_requests(base_url: str, files: dict, data: dict, status: int, param: str) -> None:
