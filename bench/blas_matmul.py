@@ -48,13 +48,13 @@ def worker(engine: str, sizes: list[int], min_time: float) -> dict[str, Any]:
     out: dict[str, Any] = {"engine": engine, "sizes": {}}
     if engine == "mlx":
         sys.path.insert(0, str(ROOT))
-        import dsp  # noqa: F401  (the preload, before mlx)
-        from dsp.blas import blas_status
+        from dsp.blas import ensure_fast_blas
+
+        status = ensure_fast_blas()  # the preload, before mlx
 
         # isort: split
         import mlx.core as mx
 
-        status = blas_status()
         out["blas"] = {"loaded": status.loaded, "library": status.library, "reason": status.reason}
         out["mlx_version"] = getattr(mx, "__version__", None)
         out["device"] = str(mx.default_device())

@@ -1,5 +1,9 @@
 """`create_app(settings)`: builds the FastAPI app. No work happens at import time; the lifespan starts
-the MLX worker and the model provider (preloading what settings name) and stops them cleanly."""
+the MLX worker and the model provider (preloading what settings name) and stops them cleanly.
+
+Nothing this module imports at the top imports mlx: `create_app` preloads the fast BLAS first
+(`dsp.blas.ensure_fast_blas`, which only works before the first `import mlx`), then imports what needs mlx.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +14,11 @@ from collections.abc import AsyncIterator, Iterable
 from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from dsp.blas import blas_status
-from models.provider import ModelProvider
+from dsp.blas import ensure_fast_blas
 from models.registry import BUILTIN_MODELS, ModelSpec, Registry, spec_from_mapping
-from models.worker import MLXWorker
 from server.errors import install_error_handlers
 from server.metrics import Metrics
 from server.middleware import AuthMiddleware, BodyLimitMiddleware, RequestContextMiddleware
-from server.routers import health, models, transcriptions
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,13 @@ def create_app(
     registry: Registry | None = None,
     extra_routers: Iterable[APIRouter] = (),
 ) -> FastAPI:
+    # Explicitly, before anything below imports mlx (a no-op when the CLI already did it). When mlx was
+    # imported earlier the status says so, and the startup log line reports it.
+    blas = ensure_fast_blas()
+    from models.provider import ModelProvider
+    from models.worker import MLXWorker
+    from server.routers import health, models, transcriptions
+
     settings = settings or Settings()
     registry = registry or build_registry(settings)
     metrics = Metrics()
@@ -51,7 +59,6 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        blas = blas_status()
         log.info(
             "starting: MLX worker, %d models registered, BLAS: %s",
             len(registry.list()),

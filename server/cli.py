@@ -152,6 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from dsp.blas import ensure_fast_blas
+
+    # Explicitly, before any command imports mlx: the OpenBLAS preload only works in a process that has not
+    # imported mlx yet. `serve` logs the outcome at startup.
+    ensure_fast_blas()
     args = build_parser().parse_args(argv)
     return int(args.fn(args))
 

@@ -1,3 +1,6 @@
 from __future__ import annotations
 
-import dsp  # noqa: F401  (the BLAS preload must precede any `import mlx`)
+from dsp.blas import ensure_fast_blas
+
+# Explicitly, first: importing the project does not preload OpenBLAS, and it must precede any `import mlx`.
+ensure_fast_blas()
