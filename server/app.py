@@ -16,7 +16,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from dsp.blas import ensure_fast_blas
 from models.registry import BUILTIN_MODELS, ModelSpec, Registry, spec_from_mapping
-from server.errors import install_error_handlers
+from server.errors import install_error_handlers, openapi_without_422
 from server.metrics import Metrics
 from server.middleware import AuthMiddleware, BodyLimitMiddleware, RequestContextMiddleware
 from server.settings import Settings
@@ -82,6 +82,7 @@ def create_app(
     app.state.provider = provider
     app.state.metrics = metrics
     install_error_handlers(app)
+    app.openapi = lambda: openapi_without_422(FastAPI.openapi(app))  # type: ignore[method-assign]
     app.include_router(health.router)
     app.include_router(models.router)
     app.include_router(transcriptions.router)

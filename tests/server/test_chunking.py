@@ -178,23 +178,24 @@ def test_silence_is_an_empty_transcript(client: openai.OpenAI) -> None:
 
 
 @pytest.mark.parametrize(
-    ("value", "status"),
+    "value",
     [
-        ('{"type": "server_vad", "threshold": 1.5}', 422),
-        ('{"type": "server_vad", "silence_duration_ms": -1}', 422),
-        ('{"type": "nearest_pause"}', 422),
-        ('{"type": "server_vad", "threshold": ', 422),  # a form field that is not JSON: a bad value
-        ("sometimes", 422),
+        '{"type": "server_vad", "threshold": 1.5}',
+        '{"type": "server_vad", "silence_duration_ms": -1}',
+        '{"type": "nearest_pause"}',
+        '{"type": "server_vad", "threshold": ',  # a form field that is not JSON: a bad value
+        "sometimes",
     ],
 )
-def test_bad_chunking_strategy(base_url: str, value: str, status: int) -> None:
+def test_bad_chunking_strategy(base_url: str, value: str) -> None:
     r = httpx.post(
         f"{base_url}/v1/audio/transcriptions",
         data={"model": "whisper-1", "chunking_strategy": value},
         files={"file": ("jfk.wav", speech("jfk.wav").read_bytes())},
         timeout=60,
     )
-    assert r.status_code == status, r.text
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["code"] == "invalid_value"
     err = r.json()["error"]
     assert err["param"] == "chunking_strategy" and err["message"]
     # and the server keeps serving

@@ -316,14 +316,14 @@ def _err(r: httpx.Response, status: int, param: str | None = None) -> dict:
         ),
         ({"file": ("a.wav", b"RIFF")}, {}, 400, "model"),
         ({"file": ("a.wav", b"RIFF")}, {"model": "no-such-model"}, 404, "model"),
-        ({"file": ("a.wav", b"RIFF")}, {"model": "whisper-1", "temperature": "2"}, 422, "temperature"),
+        ({"file": ("a.wav", b"RIFF")}, {"model": "whisper-1", "temperature": "2"}, 400, "temperature"),
         (
             {"file": ("a.wav", b"RIFF")},
             {"model": "whisper-1", "response_format": "docx"},
-            422,
+            400,
             "response_format",
         ),
-        ({"file": ("a.wav", b"RIFF")}, {"model": "whisper-1", "stream": "maybe"}, 422, "stream"),
+        ({"file": ("a.wav", b"RIFF")}, {"model": "whisper-1", "stream": "maybe"}, 400, "stream"),
         (
             {"file": ("a.wav", b"RIFF")},
             {"model": "whisper-1", "timestamp_granularities[]": "word"},
