@@ -1,4 +1,4 @@
-"""`mlx-audio-server` command: serve, models, download, convert."""
+"""`mlx-audio-server` command: serve, models, download, convert; `--version`."""
 
 from __future__ import annotations
 
@@ -165,6 +165,16 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def package_version() -> str:
+    """The installed distribution's version (pyproject.toml's, via the package metadata)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mlx-audio-server")
+    except PackageNotFoundError:  # running from a checkout that was never installed
+        return "unknown (not installed)"
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         """A usage mistake in one line (argparse prints the whole usage block first)."""
@@ -173,6 +183,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="mlx-audio-server", description=__doc__)
+    p.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     def common(sp: argparse.ArgumentParser) -> None:

@@ -59,6 +59,19 @@ def test_models_command_lists_the_registry() -> None:
     assert "transcription" in tiny and "whisper-1" in tiny and "ctranslate2" in tiny
 
 
+def test_version() -> None:
+    import re
+
+    pyproject = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
+    declared = re.search(r'^version = "([^"]+)"$', pyproject, re.MULTILINE)
+    assert declared is not None
+    done = subprocess.run(
+        [sys.executable, "-m", "server.cli", "--version"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"mlx-audio-server {declared[1]}\n"
+
+
 def test_serve_command_answers_and_stops_cleanly(tmp_path: Path) -> None:
     port = free_port()
     env = {**os.environ, "MLX_AUDIO_CACHE_DIR": str(tmp_path / "cache"), "MLX_AUDIO_LOG_FORMAT": "json"}
