@@ -16,8 +16,8 @@ from models.whisper.host import HostDecoder, HostSession
 from models.whisper.host_encoder import HostEncoder
 from models.whisper.inference import SAMPLE_LEN, WhisperBackend, WhisperSession
 from models.whisper.model import Whisper
-from tests.models.whisper.conftest import load_tokenizer, load_whisper
-from tests.models.whisper.test_parity import _audio
+from tests.support.audio import load_audio as _audio
+from tests.support.whisper import load_tokenizer, load_whisper
 
 pytestmark = pytest.mark.slow
 
