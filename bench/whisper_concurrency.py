@@ -36,12 +36,13 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-import mlx.core as mx
-import numpy as np
-
 from dsp.blas import ensure_fast_blas
 
-ensure_fast_blas()  # OpenBLAS for MLX on Linux CPU: must precede the first `import mlx`
+ensure_fast_blas()  # the OpenBLAS preload must precede the first `import mlx`
+
+# isort: split
+import mlx.core as mx  # noqa: E402
+import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_AUDIO = ROOT.parent / "shared" / "data" / "speech" / "two_cities_16k.wav"

@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from dsp.blas import ensure_fast_blas  # noqa: E402
 
-ensure_fast_blas()  # OpenBLAS for MLX on Linux CPU: must precede the first `import mlx`
+ensure_fast_blas()  # the OpenBLAS preload must precede the first `import mlx`
 
 RESULTS = ROOT / "bench" / "results" / "whisper_rtf.json"
 CLIP = ROOT.parent / "shared" / "data" / "speech" / "two_cities_16k.wav"

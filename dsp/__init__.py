@@ -1,10 +1,5 @@
 """Audio DSP: decode/encode, resampling, windows, STFT/iSTFT, mel filterbanks, loudness.
 
-Imports nothing from the project.
+Imports nothing from the project, and does no work at import time: the fast-BLAS preload
+(`dsp.blas.ensure_fast_blas`) is called explicitly by the CLI and the app factory, before mlx is imported.
 """
-
-from dsp.blas import ensure_fast_blas
-
-ensure_fast_blas()  # must precede the first `import mlx` in the process
-
-__all__ = ["ensure_fast_blas"]

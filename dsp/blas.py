@@ -4,9 +4,11 @@ The ``mlx[cpu]`` wheel links the reference (netlib) BLAS: a 2048x2048 float32 ma
 Loading an optimised OpenBLAS with ``RTLD_GLOBAL`` *before* ``mlx`` is first imported makes the dynamic
 linker resolve MLX's ``cblas_sgemm`` & co. to OpenBLAS instead (~35x faster on a 2-core machine).
 
-This module imports nothing from MLX and must run before ``import mlx``; ``dsp/__init__`` calls it, and
-``models`` and ``server`` import ``dsp`` first. Where no OpenBLAS is found it degrades to the wheel's BLAS
-and says so once in the log. ``MLX_AUDIO_BLAS`` overrides: a library path, or ``off``.
+This module imports nothing from MLX and ``ensure_fast_blas`` must run before ``import mlx``. Importing
+does nothing: the CLI (``server.cli.main``) and the app factory (``server.app.create_app``) call it
+explicitly before they import mlx, as does ``tests/conftest.py``. Where no OpenBLAS is found, or mlx was
+imported first, it degrades to the wheel's BLAS and says why. ``MLX_AUDIO_BLAS`` overrides: a library
+path, or ``off``.
 """
 
 from __future__ import annotations
@@ -80,4 +82,5 @@ def _try_load(candidates: list[str]) -> BlasStatus:
 
 
 def blas_status() -> BlasStatus:
+    """What the preload did (attempting it now if nobody has yet)."""
     return ensure_fast_blas()

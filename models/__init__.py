@@ -1,3 +1,5 @@
-"""Model registry, provider, MLX worker and the model families. Imports `dsp` first for the BLAS preload."""
+"""Model registry, provider, MLX worker and the model families.
 
-import dsp  # noqa: F401  (preloads a fast BLAS before anything imports mlx)
+Importing it does no work: the fast-BLAS preload (`dsp.blas.ensure_fast_blas`) is the caller's to make
+before mlx is first imported (the CLI and `server.app.create_app` do).
+"""

@@ -23,7 +23,7 @@ class InvalidRequest(DomainError):
 
 
 class InvalidField(DomainError):
-    """A field has an invalid value (422)."""
+    """A field has an invalid value (400, code invalid_value)."""
 
     code = "invalid_value"
 

@@ -1,7 +1,8 @@
 """Every failure leaves as one envelope: {"error": {"message", "type", "param", "code"}}.
 
 Domain errors from below map to statuses in ONE table. FastAPI/Starlette's own errors (validation,
-404 routes, 405) are rewritten into the same envelope. 429/503 carry `Retry-After`.
+404 routes, 405) are rewritten into the same envelope. 429/503 carry `Retry-After`. An invalid field value
+is a 400 `invalid_value`, as the OpenAI API answers (the SDK raises `BadRequestError`), never FastAPI's 422.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ log = logging.getLogger(__name__)
 STATUS_TABLE: dict[type[E.DomainError], tuple[int, str]] = {
     E.InvalidRequest: (400, "invalid_request_error"),
     E.EmptyInput: (400, "invalid_request_error"),
-    E.InvalidField: (422, "invalid_request_error"),
+    E.InvalidField: (400, "invalid_request_error"),
     E.ModelNotFound: (404, "invalid_request_error"),
     E.VoiceNotFound: (404, "invalid_request_error"),
     E.PayloadTooLarge: (413, "invalid_request_error"),
@@ -111,10 +112,52 @@ def _validation_message(exc: RequestValidationError) -> tuple[int, str, str | No
         )
     if etype == "missing":
         return 400, f"Missing required parameter: '{param}'.", param, "missing_required_parameter"
+    if etype == "extra_forbidden":
+        return 400, f"Unrecognized request argument supplied: '{param}'.", param, "unknown_parameter"
     msg = first.get("msg", "Invalid value")
     if etype.startswith("model_attributes_type") or (not loc and etype in ("dict_type", "model_type")):
         return 400, "The request body must be a JSON object.", None, "invalid_body"
-    return 422, f"Invalid value for '{param}': {msg}.", param, "invalid_value"
+    return 400, f"Invalid value for '{param}': {msg}.", param, "invalid_value"
+
+
+# The envelope as an OpenAPI schema, for the 400 that replaces FastAPI's documented 422 everywhere.
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "title": "ErrorResponse",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["message", "type", "param", "code"],
+            "properties": {
+                "message": {"type": "string"},
+                "type": {"type": "string"},
+                "param": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+                "code": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+            },
+        }
+    },
+}
+
+
+def openapi_without_422(schema: dict[str, Any]) -> dict[str, Any]:
+    """FastAPI documents a 422 `{"detail": [...]}` on every route with parameters; this server answers 400
+    with the envelope instead. Rewrites `schema` in place (idempotent) and returns it."""
+    for path in schema.get("paths", {}).values():
+        for operation in path.values():
+            responses = operation.get("responses", {})
+            if responses.pop("422", None) is not None:
+                responses["400"] = {
+                    "description": "Invalid request",
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}
+                    },
+                }
+    schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+    schemas.pop("HTTPValidationError", None)
+    schemas.pop("ValidationError", None)
+    schemas["ErrorResponse"] = ERROR_SCHEMA
+    return schema
 
 
 def install_error_handlers(app: FastAPI) -> None:

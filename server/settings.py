@@ -37,6 +37,10 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+class ConfigFileError(ValueError):
+    """The settings file named by `config_file` / `MLX_AUDIO_CONFIG_FILE` is missing or not TOML."""
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MLX_AUDIO_", extra="forbid", validate_default=True)
 
@@ -100,6 +104,9 @@ class Settings(BaseSettings):
         if toml_path:
             path = Path(toml_path).expanduser()
             if not path.is_file():
-                raise ValueError(f"config file {path} does not exist")
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+                raise ConfigFileError(f"config file {path} does not exist")
+            try:
+                sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+            except ValueError as exc:  # tomllib.TOMLDecodeError
+                raise ConfigFileError(f"config file {path} is not valid TOML: {exc}") from None
         return tuple(sources)

@@ -34,7 +34,7 @@ class HostFrontEnd:
     """`SileroVad.__call__` in numpy: each conv as (im2col rows) @ W[out, kernel·in]ᵀ, one BLAS product.
 
     For float32 on the CPU (a GPU keeps the MLX module): an hour of audio takes ~1.3 s here (2 cores,
-    batches in parallel on `models.layers.cpu.pool`) against ~1.9 s through MLX with the OpenBLAS that
+    batches in parallel on `models.cpu.ops.pool`) against ~1.9 s through MLX with the OpenBLAS that
     `dsp.blas` preloads, and ~60 s with the mlx wheel's own reference BLAS."""
 
     def __init__(self, model: SileroVad) -> None:

@@ -115,7 +115,8 @@ def normalise_form(items: list[tuple[str, str]]) -> dict[str, Any]:
 
 
 def validate_params(model_cls: type[BaseModel], data: dict[str, Any]) -> Any:
-    """Validate into `model_cls`, turning pydantic errors into domain errors (400 / 422)."""
+    """Validate into `model_cls`, turning pydantic errors into domain errors (all 400: missing, unknown or
+    invalid_value)."""
     try:
         return model_cls.model_validate(data)
     except ValidationError as exc:

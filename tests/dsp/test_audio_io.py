@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import os
 import warnings
 from fractions import Fraction
-from pathlib import Path
 
 import av
 import numpy as np
@@ -24,24 +22,21 @@ from dsp.audio_io import (
     probe,
 )
 from dsp.encode import encode, open_encoder
+from tests.support.data import data_file
 
-DATA = Path(os.environ.get("MLX_AUDIO_TEST_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
 MP4 = "music/musdb7-80s-rock/80s-rock.stem.mp4"
 
 
 def read(rel: str) -> bytes:
-    path = DATA / rel
-    if not path.is_file():
-        pytest.skip(f"test data {path} is absent (set MLX_AUDIO_TEST_DATA to the shared data folder)")
-    return path.read_bytes()
+    return data_file(rel).read_bytes()
 
 
 def scipy_float(rel: str) -> np.ndarray:
     """What scipy reads from a 16-bit wav, as float32 [frames, channels] scaled by 1/32768."""
-    read(rel)
+    path = data_file(rel)
     with warnings.catch_warnings():  # beckett.wav carries a chunk scipy does not know; it skips it
         warnings.simplefilter("ignore", scipy.io.wavfile.WavFileWarning)
-        _, x = scipy.io.wavfile.read(DATA / rel)
+        _, x = scipy.io.wavfile.read(path)
     assert x.dtype == np.int16
     return (x.reshape(x.shape[0], -1).astype(np.float32)) / np.float32(32768)
 

@@ -16,12 +16,12 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="th
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# Runs in a subprocess: import the project's dsp (the preload), then mlx; report what got mapped, which
-# library the global `cblas_sgemm` symbol comes from, and an MLX matmul checked against numpy.
+# Runs in a subprocess: the preload, then mlx; report what got mapped, which library the global
+# `cblas_sgemm` symbol comes from, and an MLX matmul checked against numpy.
 PROBE = r"""
 import ctypes, json
-import dsp
-from dsp.blas import blas_status
+from dsp.blas import blas_status, ensure_fast_blas
+ensure_fast_blas()
 import mlx.core as mx
 
 mx.random.seed(0)
@@ -101,3 +101,26 @@ def test_bogus_library_path_degrades_gracefully() -> None:
     assert "no OpenBLAS found" in r["reason"]
     assert r["openblas_mapped"] == []
     assert _matmul_correct(r), r
+
+
+# Importing any package of the project does no work: nothing preloads OpenBLAS until someone calls
+# `ensure_fast_blas()` (the CLI and `create_app` do; see tests/server/test_startup_blas.py).
+IMPORT_ONLY = r"""
+import json, sys
+import dsp, dsp.audio_io, dsp.resample, models, models.registry, models.provider, server, server.app, server.cli
+import dsp.blas
+maps = {line.split()[-1] for line in open("/proc/self/maps") if ".so" in line}
+print(json.dumps({"status": repr(dsp.blas._status), "mlx": "mlx.core" in sys.modules,
+                  "openblas_mapped": sorted(m for m in maps if "libopenblas" in m.rsplit("/", 1)[-1])}))
+"""
+
+
+def test_importing_the_project_does_not_preload() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "MLX_AUDIO_BLAS"}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.run(
+        [sys.executable, "-c", IMPORT_ONLY], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert r == {"status": "None", "mlx": True, "openblas_mapped": []}

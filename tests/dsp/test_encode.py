@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import io
-import os
 import struct
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,17 +11,14 @@ import scipy.io.wavfile
 
 from dsp.audio_io import AudioDecodeError, Waveform, decode, decode_pcm16, probe
 from dsp.encode import CONTENT_TYPES, AudioFormat, encode, open_encoder, to_pcm16, wav_header
+from tests.support.data import data_file
 
-DATA = Path(os.environ.get("MLX_AUDIO_TEST_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
 FORMATS: list[AudioFormat] = ["wav", "pcm", "mp3", "opus", "aac", "flac"]
 LOSSY: list[AudioFormat] = ["mp3", "opus", "aac"]
 
 
 def read(rel: str) -> bytes:
-    path = DATA / rel
-    if not path.is_file():
-        pytest.skip(f"test data {path} is absent (set MLX_AUDIO_TEST_DATA to the shared data folder)")
-    return path.read_bytes()
+    return data_file(rel).read_bytes()
 
 
 def synthetic(rate: int = 24000, seconds: float = 3.0) -> np.ndarray:

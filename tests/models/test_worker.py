@@ -9,7 +9,6 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-import dsp  # noqa: F401
 from models.errors import Cancelled, QueueFull
 from models.worker import MLXWorker
 

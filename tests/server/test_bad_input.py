@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 
 import httpx
+import openai
 import pytest
 
 
@@ -60,12 +61,38 @@ def test_missing_field(alive: str) -> None:
 
 
 def test_out_of_range_and_unknown_fields(alive: str) -> None:
-    assert_envelope(httpx.post(f"{alive}/v1/models", json={"model": ""}), 422, "invalid_value", "model")
+    # OpenAI answers 400 for a value outside a field's range or type (never FastAPI's 422)
+    assert_envelope(httpx.post(f"{alive}/v1/models", json={"model": ""}), 400, "invalid_value", "model")
     assert_envelope(
-        httpx.post(f"{alive}/v1/models", json={"model": "x" * 300}), 422, "invalid_value", "model"
+        httpx.post(f"{alive}/v1/models", json={"model": "x" * 300}), 400, "invalid_value", "model"
     )
-    assert_envelope(httpx.post(f"{alive}/v1/models", json={"model": 5}), 422, "invalid_value", "model")
-    assert_envelope(httpx.post(f"{alive}/v1/models", json={"model": "tiny-a", "x": 1}), 422, param="x")
+    assert_envelope(httpx.post(f"{alive}/v1/models", json={"model": 5}), 400, "invalid_value", "model")
+    err = assert_envelope(
+        httpx.post(f"{alive}/v1/models", json={"model": "tiny-a", "x": 1}), 400, "unknown_parameter", "x"
+    )
+    assert err["message"] == "Unrecognized request argument supplied: 'x'."
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("temperature", 2),
+        ("response_format", "docx"),
+        ("language", "english"),
+        ("timestamp_granularities", ["x"]),
+    ],
+)
+def test_invalid_values_are_bad_requests_for_the_sdk(alive: str, field: str, value: object) -> None:
+    client = openai.OpenAI(base_url=f"{alive}/v1", api_key="local", max_retries=0)
+    with client, pytest.raises(openai.BadRequestError) as info:
+        client.audio.transcriptions.create(
+            model="whisper-1", file=("a.wav", b"RIFF"), extra_body={field: value}
+        )
+    assert info.value.status_code == 400
+    body = info.value.body
+    assert isinstance(body, dict)
+    assert (body["type"], body["param"], body["code"]) == ("invalid_request_error", field, "invalid_value")
+    assert body["message"].startswith(f"Invalid value for '{field}': ")
 
 
 def test_unknown_model(alive: str) -> None:

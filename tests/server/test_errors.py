@@ -35,7 +35,7 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 EXPECTED = {
     "InvalidRequest": 400,
     "EmptyInput": 400,
-    "InvalidField": 422,
+    "InvalidField": 400,
     "ModelNotFound": 404,
     "VoiceNotFound": 404,
     "PayloadTooLarge": 413,

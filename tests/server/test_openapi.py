@@ -22,3 +22,13 @@ def test_spec_covers_the_routes() -> None:
         paths["/v1/models/{model}"]
     )
     assert generate()["info"]["title"] == "mlx-audio-server"
+
+
+def test_spec_documents_400_envelopes_not_422() -> None:
+    spec = json.loads(SPEC.read_text())
+    text = SPEC.read_text()
+    assert '"422"' not in text and "HTTPValidationError" not in text
+    bad = spec["paths"]["/v1/models"]["post"]["responses"]["400"]
+    assert bad["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorResponse"}
+    error = spec["components"]["schemas"]["ErrorResponse"]["properties"]["error"]
+    assert error["required"] == ["message", "type", "param", "code"]

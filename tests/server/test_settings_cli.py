@@ -59,6 +59,19 @@ def test_models_command_lists_the_registry() -> None:
     assert "transcription" in tiny and "whisper-1" in tiny and "ctranslate2" in tiny
 
 
+def test_version() -> None:
+    import re
+
+    pyproject = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
+    declared = re.search(r'^version = "([^"]+)"$', pyproject, re.MULTILINE)
+    assert declared is not None
+    done = subprocess.run(
+        [sys.executable, "-m", "server.cli", "--version"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"mlx-audio-server {declared[1]}\n"
+
+
 def test_serve_command_answers_and_stops_cleanly(tmp_path: Path) -> None:
     port = free_port()
     env = {**os.environ, "MLX_AUDIO_CACHE_DIR": str(tmp_path / "cache"), "MLX_AUDIO_LOG_FORMAT": "json"}
@@ -84,10 +97,95 @@ def test_serve_command_answers_and_stops_cleanly(tmp_path: Path) -> None:
     assert '"request_id": "req_' in err
 
 
-def test_serve_refuses_public_bind_without_key() -> None:
-    proc = _cli("serve", "--host", "0.0.0.0", "--port", str(free_port()))
+SETTINGS_ERRORS = [
+    (
+        ["serve", "--host", "0.0.0.0"],
+        {},
+        "binding 0.0.0.0 exposes the server beyond this machine: set an API key "
+        "(--api-key or MLX_AUDIO_API_KEY)",
+    ),
+    (["serve", "--port", "70000"], {}, "port: must be ≤ 65535 (--port or MLX_AUDIO_PORT)"),
+    (["serve"], {"MLX_AUDIO_PORT": "70000"}, "port: must be ≤ 65535 (--port or MLX_AUDIO_PORT)"),
+    (["serve", "--idle-ttl", "-1"], {}, "idle_ttl: must be ≥ 0 (--idle-ttl or MLX_AUDIO_IDLE_TTL)"),
+    (
+        ["models"],
+        {"MLX_AUDIO_MAX_AUDIO_SECONDS": "0"},
+        "max_audio_seconds: must be > 0 (MLX_AUDIO_MAX_AUDIO_SECONDS or the config file)",
+    ),
+    (
+        ["models"],
+        {"MLX_AUDIO_PRELOAD": "whisper-1"},
+        """preload: MLX_AUDIO_PRELOAD is not valid JSON (lists are JSON there, e.g. '["a", "b"]')""",
+    ),
+    (
+        ["serve", "--config", "{dir}/missing.toml"],
+        {},
+        "config file {dir}/missing.toml does not exist (--config or MLX_AUDIO_CONFIG_FILE)",
+    ),
+    (
+        ["serve", "--config", "{dir}/typo.toml"],
+        {},
+        "unknown setting 'prot' in the config file {dir}/typo.toml (did you mean 'port'?)",
+    ),
+    (
+        ["models"],
+        {"MLX_AUDIO_CONFIG_FILE": "{dir}/typo.toml"},
+        "unknown setting 'prot' in the config file {dir}/typo.toml (did you mean 'port'?)",
+    ),
+    (
+        ["serve", "--config", "{dir}/two.toml"],
+        {},
+        "port: must be ≤ 65535 (--port, MLX_AUDIO_PORT or {dir}/two.toml); "
+        "unknown setting 'colour' in the config file {dir}/two.toml",
+    ),
+    (
+        ["serve", "--config", "{dir}/broken.toml"],
+        {},
+        "config file {dir}/broken.toml is not valid TOML: Invalid value (at line 1, column 8) "
+        "(--config or MLX_AUDIO_CONFIG_FILE)",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "line"),
+    SETTINGS_ERRORS,
+    ids=[
+        "public-bind-without-key",
+        "port-flag",
+        "port-env",
+        "negative-idle-ttl",
+        "setting-without-flag",
+        "list-env-not-json",
+        "missing-config-file",
+        "unknown-key-in-toml",
+        "unknown-key-in-toml-from-env",
+        "two-problems",
+        "toml-syntax",
+    ],
+)
+def test_invalid_settings_exit_with_one_line(
+    tmp_path: Path, args: list[str], env: dict[str, str], line: str
+) -> None:
+    (tmp_path / "typo.toml").write_text("prot = 9000\n")
+    (tmp_path / "two.toml").write_text('port = 99999\ncolour = "blue"\n')
+    (tmp_path / "broken.toml").write_text("port = \n")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MLX_AUDIO_")}
+    env = {**clean, **{k: v.format(dir=tmp_path) for k, v in env.items()}}
+    proc = _cli(*(a.format(dir=tmp_path) for a in args), env=env)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and out == ""
+    assert err == f"mlx-audio-server: {line.format(dir=tmp_path)}\n"
+
+
+def test_usage_mistakes_are_one_line_too() -> None:
+    proc = _cli("serve", "--log-level", "loud")
     _out, err = proc.communicate(timeout=60)
-    assert proc.returncode != 0 and "set an API key" in err
+    assert proc.returncode == 2
+    assert err == (
+        "mlx-audio-server serve: argument --log-level: invalid choice: 'loud' (choose from 'debug', 'info', "
+        "'warning', 'error') (see mlx-audio-server serve --help)\n"
+    )
 
 
 def test_convert_command_writes_our_layout(tmp_path: Path) -> None:

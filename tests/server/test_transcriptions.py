@@ -21,8 +21,10 @@ import webvtt
 
 from server.app import create_app
 from server.settings import Settings
+from tests.support.audio import wav_bytes
 from tests.support.data import REFERENCE, espeak, normalize, speech, wer
 from tests.support.live import serve
+from tests.support.metrics import metric
 
 pytestmark = pytest.mark.slow
 
@@ -47,16 +49,6 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def client(base_url: str) -> Iterator[openai.OpenAI]:
     with openai.OpenAI(base_url=f"{base_url}/v1", api_key="local", max_retries=0, timeout=600) as c:
         yield c
-
-
-def wav_bytes(samples: np.ndarray, rate: int = 16_000) -> bytes:
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
-    return buf.getvalue()
 
 
 def test_json_jfk_every_word_right(client: openai.OpenAI) -> None:
@@ -255,13 +247,6 @@ def test_beam_search_model_from_settings(client: openai.OpenAI) -> None:
     assert (v.segments or [])[0].temperature == 0.0
 
 
-def _metric(base_url: str, name: str) -> float:
-    for line in httpx.get(f"{base_url}/metrics").text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise AssertionError(f"{name} not exported")
-
-
 def test_concurrent_requests_share_passes(base_url: str, client: openai.OpenAI) -> None:
     names = ["jfk.wav", "beckett.wav", "two_cities_16k.wav"]
     files = [(n, speech(n).read_bytes()) for n in names]
@@ -271,14 +256,14 @@ def test_concurrent_requests_share_passes(base_url: str, client: openai.OpenAI) 
         )
     for name, text in zip(names, texts, strict=True):
         assert wer(REFERENCE[name.split(".")[0].removesuffix("_16k")], text) <= 0.1, text
-    assert _metric(base_url, "mlx_audio_worker_largest_batch") >= 2
+    assert metric(base_url, "mlx_audio_worker_largest_batch") >= 2
 
 
 def test_client_disconnect_cancels_the_transcription(base_url: str) -> None:
     with wave.open(str(speech("two_cities_16k.wav"))) as w:
         pcm = np.frombuffer(w.readframes(w.getnframes()), "<i2").astype(np.float32) / 32768
     audio = wav_bytes(np.concatenate([pcm] * 4))  # ~3 minutes
-    before = _metric(base_url, "mlx_audio_worker_jobs_cancelled")
+    before = metric(base_url, "mlx_audio_worker_jobs_cancelled")
     with httpx.stream(
         "POST",
         f"{base_url}/v1/audio/transcriptions",
@@ -290,11 +275,11 @@ def test_client_disconnect_cancels_the_transcription(base_url: str) -> None:
             if line.startswith("data: "):
                 break  # one delta, then hang up
     for _ in range(300):
-        if _metric(base_url, "mlx_audio_worker_jobs_cancelled") > before:
+        if metric(base_url, "mlx_audio_worker_jobs_cancelled") > before:
             break
         time.sleep(0.1)
-    assert _metric(base_url, "mlx_audio_worker_jobs_cancelled") == before + 1
-    assert _metric(base_url, "mlx_audio_queue_depth") == 0  # nothing left running for the departed client
+    assert metric(base_url, "mlx_audio_worker_jobs_cancelled") == before + 1
+    assert metric(base_url, "mlx_audio_queue_depth") == 0  # nothing left running for the departed client
 
 
 # --- bad input -----------------------------------------------------------------------------------
@@ -331,14 +316,14 @@ def _err(r: httpx.Response, status: int, param: str | None = None) -> dict:
         ),
         ({"file": ("a.wav", b"RIFF")}, {}, 400, "model"),
         ({"file": ("a.wav", b"RIFF")}, {"model": "no-such-model"}, 404, "model"),
-        ({"file": ("a.wav", b"RIFF")}, {"model": "whisper-1", "temperature": "2"}, 422, "temperature"),
+        ({"file": ("a.wav", b"RIFF")}, {"model": "whisper-1", "temperature": "2"}, 400, "temperature"),
         (
             {"file": ("a.wav", b"RIFF")},
             {"model": "whisper-1", "response_format": "docx"},
-            422,
+            400,
             "response_format",
         ),
-        ({"file": ("a.wav", b"RIFF")}, {"model": "whisper-1", "stream": "maybe"}, 422, "stream"),
+        ({"file": ("a.wav", b"RIFF")}, {"model": "whisper-1", "stream": "maybe"}, 400, "stream"),
         (
             {"file": ("a.wav", b"RIFF")},
             {"model": "whisper-1", "timestamp_granularities[]": "word"},
@@ -352,6 +337,12 @@ def _err(r: httpx.Response, status: int, param: str | None = None) -> dict:
             "response_format",
         ),
         ({"file": ("a.wav", b"RIFF")}, {"model": "whisper-1", "bogus": "1"}, 400, "bogus"),
+        (
+            {"file": ("a.wav", b"RIFF")},
+            {"model": "whisper-1", "stream": "true", "response_format": "srt"},
+            400,
+            "stream",
+        ),
     ],
 )
 def test_bad_requests(base_url: str, files: dict, data: dict, status: int, param: str) -> None:

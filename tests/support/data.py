@@ -1,15 +1,33 @@
-"""Real test data from ../shared/data (never copied into the repository)."""
+"""Real test data (never copied into the repository): the one place its folder is resolved.
+
+`MLX_AUDIO_TEST_DATA` names the folder; otherwise it is `../shared/data` beside the checkout. A test whose
+file is absent skips with a reason starting `MISSING_DATA`; tests/conftest.py counts those and says, in one
+line at the end of the run, how many skipped and where the data was expected.
+"""
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SHARED = Path((ROOT / ".." / "shared" / "data").resolve())
-SPEECH = SHARED / "speech"
+ENV_VAR = "MLX_AUDIO_TEST_DATA"
+DEFAULT_DATA = (ROOT / ".." / "shared" / "data").resolve()
+DATA = Path(os.environ[ENV_VAR]).expanduser().absolute() if os.environ.get(ENV_VAR) else DEFAULT_DATA
+SPEECH = DATA / "speech"
+MISSING_DATA = "test data missing:"  # the skip reason's prefix
+
+
+def data_file(rel: str) -> Path:
+    """`DATA / rel`, or skip the test (reason prefixed with `MISSING_DATA`) when it is absent."""
+    path = DATA / rel
+    if not path.is_file():
+        pytest.skip(f"{MISSING_DATA} {path} (set {ENV_VAR} to the shared data folder)")
+    return path
+
 
 REFERENCE = {
     "jfk": "And so my fellow Americans, ask not what your country can do for you, ask what you can do for "
@@ -26,10 +44,18 @@ REFERENCE = {
 
 
 def speech(name: str) -> Path:
-    path = SPEECH / name
-    if not path.exists():
-        pytest.skip(f"test data {path} is absent (../shared/data beside the checkout)")
-    return path
+    """A clip of the speech folder (`jfk.wav`, `beckett.wav`, ...), or skip."""
+    return data_file(f"speech/{name}")
+
+
+def where_expected() -> str:
+    """Where the data is looked for, for the end-of-run line."""
+    source = (
+        f"from {ENV_VAR}"
+        if os.environ.get(ENV_VAR)
+        else f"../shared/data beside the checkout; {ENV_VAR} overrides"
+    )
+    return f"{DATA} ({source})"
 
 
 def normalize(text: str) -> str:

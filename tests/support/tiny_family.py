@@ -16,7 +16,6 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-import dsp  # noqa: F401  (BLAS preload before mlx)
 from models.errors import WeightsError
 from models.families import get_family, register_family
 from models.registry import ModelSpec

@@ -6,21 +6,16 @@ weights inside `silero_vad.jit` / `silero_vad.onnx` (the two agree with each oth
 close but not equal (same architecture; probabilities differ by up to 0.45 on these clips: upstream issue
 snakers4/silero-vad#768). So parity is checked both ways: our model on the .jit's weights against the
 unmodified references, and our model on the safetensors against the TorchScript code running the
-safetensors weights.
+safetensors weights. Helpers: tests/support/silero.py.
 """
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
-import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-from scipy.io import wavfile
 
 from models.families import builtin_models, get_family
 from models.registry import ModelSpec, Registry
@@ -28,27 +23,7 @@ from models.silero_vad import SILERO_VAD
 from models.silero_vad.family import SILERO_FILE, SileroVadDetector
 from models.sources import resolve_source
 from models.weights import model_dir
-from tests.support.data import speech
-
-WINDOW = 512
-CLIPS = ("jfk", "beckett", "two_cities_16k")
-
-# The .jit checkpoint's tensor names → the package safetensors' names (ours).
-JIT_NAMES = {
-    "stft_conv.weight": "stft.forward_basis_buffer",
-    **{f"conv{i + 1}.{p}": f"encoder.{i}.reparam_conv.{p}" for i in range(4) for p in ("weight", "bias")},
-    **{f"lstm_cell.{p}": f"decoder.rnn.{p}" for p in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")},
-    **{f"final_conv.{p}": f"decoder.decoder.2.{p}" for p in ("weight", "bias")},
-}
-
-
-def audio(name: str) -> np.ndarray:
-    """A clip of ../shared/data/speech as mono float32 at 16 kHz."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", wavfile.WavFileWarning)  # LIST chunks
-        sr, pcm = wavfile.read(speech(f"{name}.wav"))
-    assert sr == 16000 and pcm.dtype == np.int16
-    return (pcm / 32768.0).astype(np.float32)
+from tests.support.silero import JIT_NAMES, import_reference, jit_tensors
 
 
 @pytest.fixture(scope="session")
@@ -75,25 +50,6 @@ def detector(converted_dir: Path, spec: ModelSpec) -> SileroVadDetector:
     det = get_family("silero_vad").load(converted_dir, spec)
     assert isinstance(det, SileroVadDetector)
     return det
-
-
-# ------------------------------------------------------------------------------------------- references
-
-
-def import_reference() -> Any:
-    """The `silero_vad` package (imports torch; its import sets torch to one thread: restored here)."""
-    torch = pytest.importorskip("torch")
-    threads = torch.get_num_threads()
-    silero_vad = pytest.importorskip("silero_vad")
-    torch.set_num_threads(threads)
-    return silero_vad
-
-
-def jit_tensors(jit_model: Any) -> dict[str, np.ndarray]:
-    """The TorchScript model's 16-kHz tensors under the package safetensors' names."""
-    inner = jit_model._model
-    found = {**dict(inner.named_parameters()), **dict(inner.named_buffers())}
-    return {ours: found[theirs].detach().numpy().copy() for ours, theirs in JIT_NAMES.items()}
 
 
 @pytest.fixture(scope="session")
@@ -138,32 +94,3 @@ def detector_on_jit_weights(
     det = family.load(dst, spec)
     assert isinstance(det, SileroVadDetector)
     return det
-
-
-@contextlib.contextmanager
-def one_torch_thread() -> Iterator[None]:
-    """torch on one thread, as silero-vad sets it (a window's tiny ops only lose to thread hand-offs)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-def reference_probabilities(model: Any, samples: np.ndarray) -> np.ndarray:
-    """Per-window probabilities exactly as the reference `get_speech_timestamps` computes them."""
-    import torch
-
-    model.reset_states()
-    wav = torch.from_numpy(samples)
-    out = []
-    with one_torch_thread():
-        for start in range(0, len(wav), WINDOW):
-            chunk = wav[start : start + WINDOW]
-            if len(chunk) < WINDOW:
-                chunk = torch.nn.functional.pad(chunk, (0, WINDOW - len(chunk)))
-            out.append(model(chunk, 16000).item())
-    return np.array(out, np.float32)

@@ -19,7 +19,7 @@ from models.registry import ModelSpec, Registry
 from models.silero_vad.family import SILERO_FILE, SileroVadDetector
 from models.silero_vad.model import CONV_WEIGHTS, SileroVad, SileroVadConfig, parameters
 from models.tasks import VadOptions, VoiceActivityDetector
-from tests.models.silero_vad.conftest import audio
+from tests.support.audio import load_audio
 from tests.support.data import ROOT
 
 SR = 16000
@@ -113,7 +113,7 @@ def test_digital_silence_and_noise_have_no_speech(detector: SileroVadDetector) -
 
 
 def test_jfk_speech_starts_within_the_first_second(detector: SileroVadDetector) -> None:
-    samples = audio("jfk")
+    samples = load_audio("jfk")
     probs = detector.speech_probabilities(samples)
     assert probs.shape == (344,) and probs.dtype == np.float32
     regions = detector.speech_segments(samples, VadOptions())
@@ -124,7 +124,7 @@ def test_jfk_speech_starts_within_the_first_second(detector: SileroVadDetector) 
 
 
 def test_speech_silence_speech_gives_two_regions(detector: SileroVadDetector) -> None:
-    speech = audio("jfk")
+    speech = load_audio("jfk")
     gap = (len(speech), len(speech) + 3 * SR)  # 3 s of digital silence
     clip = np.concatenate([speech, np.zeros(3 * SR, np.float32), speech])
     # Bridging jfk's own pauses (< 1 s) leaves exactly the two utterances
@@ -140,7 +140,7 @@ def test_speech_silence_speech_gives_two_regions(detector: SileroVadDetector) ->
 def test_loudness_normalisation_finds_quiet_speech(detector: SileroVadDetector) -> None:
     """40 dB down (−55 LUFS), the model alone keeps about half of jfk's speech; raised toward −23 LUFS
     first, it finds the regions of the clip as recorded, to a window or two."""
-    clip = audio("jfk")
+    clip = load_audio("jfk")
     options = VadOptions.for_windows(30.0)
     want = detector.speech_segments(clip, options)
     quiet = clip * np.float32(10 ** (-40 / 20))

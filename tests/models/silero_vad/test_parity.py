@@ -24,14 +24,14 @@ import numpy as np
 import pytest
 
 from models.silero_vad.family import SileroVadDetector
-from tests.models.silero_vad.conftest import (
+from tests.support.audio import load_audio
+from tests.support.silero import (
     CLIPS,
-    audio,
     import_reference,
     one_torch_thread,
     reference_probabilities,
+    vad_options,
 )
-from tests.models.silero_vad.test_vad import options
 
 pytestmark = [pytest.mark.reference, pytest.mark.slow]
 
@@ -57,7 +57,7 @@ def both_front_ends(det: SileroVadDetector, samples: np.ndarray) -> tuple[np.nda
 def test_probabilities_match_torchscript_and_onnx(
     clip: str, detector_on_jit_weights: SileroVadDetector, jit_reference: Any, onnx_reference: Any
 ) -> None:
-    samples = audio(clip)
+    samples = load_audio(clip)
     ref_jit = reference_probabilities(jit_reference, samples)
     ref_onnx = reference_probabilities(onnx_reference, samples)
     host, mlx = both_front_ends(detector_on_jit_weights, samples)
@@ -72,7 +72,7 @@ def test_probabilities_match_torchscript_and_onnx(
 def test_probabilities_match_torchscript_on_the_package_weights(
     clip: str, detector: SileroVadDetector, jit_on_package_weights: Any, jit_reference: Any
 ) -> None:
-    samples = audio(clip)
+    samples = load_audio(clip)
     ref = reference_probabilities(jit_on_package_weights, samples)
     host, mlx = both_front_ends(detector, samples)
     np.testing.assert_allclose(host, ref, rtol=0, atol=ATOL)
@@ -96,7 +96,7 @@ def test_speech_regions_equal_get_speech_timestamps(
     import torch
 
     reference = import_reference()
-    samples = audio(clip)
+    samples = load_audio(clip)
     models = {"jit": jit_reference, "onnx": onnx_reference, "jit on package weights": jit_on_package_weights}
     with one_torch_thread():
         full = {
@@ -120,6 +120,6 @@ def test_speech_regions_equal_get_speech_timestamps(
                 want = [(d["start"], d["end"]) for d in ref]
             else:
                 want = full[name]
-            got = det.speech_segments(samples, options(params))
+            got = det.speech_segments(samples, vad_options(params))
             assert got == want, (name, params)
             assert got, (name, params)

@@ -12,7 +12,7 @@ import pytest
 
 from models.silero_vad.vad import speech_regions
 from models.tasks import VadOptions
-from tests.models.silero_vad.conftest import import_reference
+from tests.support.silero import import_reference, vad_options
 
 W = 512
 
@@ -89,16 +89,6 @@ PARAMS = [
 ]
 
 
-def options(p: dict[str, Any]) -> VadOptions:
-    return VadOptions(
-        threshold=p.get("threshold", 0.5),
-        min_speech_ms=p.get("min_speech_duration_ms", 250),
-        min_silence_ms=p.get("min_silence_duration_ms", 100),
-        speech_pad_ms=p.get("speech_pad_ms", 30),
-        max_speech_s=p.get("max_speech_duration_s", float("inf")),
-    )
-
-
 @pytest.mark.reference
 @pytest.mark.parametrize("params", PARAMS, ids=[str(i) for i in range(len(PARAMS))])
 def test_equal_to_reference_on_synthetic_probabilities(params: dict[str, Any]) -> None:
@@ -109,7 +99,7 @@ def test_equal_to_reference_on_synthetic_probabilities(params: dict[str, Any]) -
         probs = synthetic_probs(rng, int(rng.integers(1, 800)))
         n = len(probs) * W - int(rng.integers(0, W))
         ref = [(d["start"], d["end"]) for d in from_probs(probs.tolist(), audio_length_samples=n, **params)]
-        ours = speech_regions(probs, n, options(params))
+        ours = speech_regions(probs, n, vad_options(params))
         assert ours == ref
         total += len(ours)
     assert total > 300  # the sequences do produce regions

@@ -16,8 +16,8 @@ from models.whisper.constants import FALLBACK_TEMPERATURES, N_FRAMES, N_SAMPLES
 from models.whisper.family import WhisperTranscriber
 from models.whisper.transcribe import LoopOptions, WindowJob, decode_windows
 from models.worker import MLXWorker
-from tests.models.whisper.conftest import load_tokenizer, load_whisper
-from tests.models.whisper.test_parity import _audio
+from tests.support.audio import load_audio
+from tests.support.whisper import load_tokenizer, load_whisper
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +31,7 @@ def transcriber(tiny_en_dir: Path) -> WhisperTranscriber:
 def _job(
     transcriber: WhisperTranscriber, name: str, prefix: tuple[int, ...], beam: int | None = None
 ) -> WindowJob:
-    mel = log_mel_spectrogram(mx.array(_audio(name)), 80, padding=N_SAMPLES)[:N_FRAMES]
+    mel = log_mel_spectrogram(mx.array(load_audio(name)), 80, padding=N_SAMPLES)[:N_FRAMES]
     return WindowJob(mel, prefix, "en", "transcribe", FALLBACK_TEMPERATURES, beam, seed=0)
 
 
@@ -58,7 +58,7 @@ def test_batched_windows_equal_single_windows(transcriber: WhisperTranscriber, b
 async def test_concurrent_requests_share_passes_on_the_worker(transcriber: WhisperTranscriber) -> None:
     names = ["jfk", "beckett", "two_cities_16k"]
     expected = [
-        collect_transcription(transcriber.transcribe_stream(_audio(n), TranscribeOptions())).text
+        collect_transcription(transcriber.transcribe_stream(load_audio(n), TranscribeOptions())).text
         for n in names
     ]
     worker = MLXWorker()
@@ -66,7 +66,7 @@ async def test_concurrent_requests_share_passes_on_the_worker(transcriber: Whisp
     try:
 
         async def run(name: str) -> str:
-            stream = await worker.stream(transcriber.transcribe_stream, _audio(name), TranscribeOptions())
+            stream = await worker.stream(transcriber.transcribe_stream, load_audio(name), TranscribeOptions())
             return "".join([s.text async for s in stream if isinstance(s, Segment)]).strip()
 
         got = await asyncio.gather(*(run(n) for n in names))

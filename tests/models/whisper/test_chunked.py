@@ -12,9 +12,9 @@ from models.tasks import TranscribeOptions
 from models.whisper import chunked
 from models.whisper import transcribe as loop
 from models.whisper.family import WhisperTranscriber
-from tests.models.whisper.conftest import load_tokenizer, load_whisper
-from tests.models.whisper.test_parity import _audio
+from tests.support.audio import load_audio
 from tests.support.data import REFERENCE, wer
+from tests.support.whisper import load_tokenizer, load_whisper
 
 SR = 16_000
 
@@ -69,7 +69,7 @@ def test_chunks_of_one_file_decode_together(
     transcriber: WhisperTranscriber, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     gap = np.zeros(3 * SR, np.float32)
-    clips = [_audio("jfk"), _audio("beckett"), _audio("jfk")]
+    clips = [load_audio("jfk"), load_audio("beckett"), load_audio("jfk")]
     audio = np.concatenate([clips[0], gap, clips[1], gap, clips[2]])
     starts = np.cumsum([0] + [len(c) + len(gap) for c in clips[:-1]])
     speech = tuple((int(b), int(b) + len(c)) for b, c in zip(starts, clips, strict=True))
@@ -102,7 +102,7 @@ def test_chunks_of_one_file_decode_together(
 
 @pytest.mark.slow
 def test_no_speech_gives_an_empty_transcript(transcriber: WhisperTranscriber) -> None:
-    audio = _audio("jfk")
+    audio = load_audio("jfk")
     result = collect_transcription(transcriber.transcribe_stream(audio, TranscribeOptions(speech=())))
     assert result.text == "" and result.info.language == "en"
     assert result.info.duration == pytest.approx(len(audio) / SR)

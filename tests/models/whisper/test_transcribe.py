@@ -24,8 +24,8 @@ from models.whisper.constants import N_FRAMES, N_SAMPLES
 from models.whisper.decoding import DecodeOptions, beam_search_decode, greedy_decode
 from models.whisper.family import WhisperTranscriber
 from models.whisper.transcribe import split_segments
-from tests.models.whisper.conftest import load_tokenizer, load_whisper
-from tests.models.whisper.test_parity import _audio, openai_model
+from tests.support.audio import load_audio
+from tests.support.whisper import load_tokenizer, load_whisper, openai_model
 
 pytestmark = [pytest.mark.reference, pytest.mark.slow]
 
@@ -49,7 +49,7 @@ def _reference(ref: whisper.model.Whisper, audio: np.ndarray, **kw: object) -> d
 )
 def test_transcribe_matches_openai(pair: tuple, name: str, words: bool) -> None:
     ours_model, ref = pair
-    audio = _audio(name)
+    audio = load_audio(name)
     expected = _reference(ref, audio, word_timestamps=words)
     got = collect_transcription(ours_model.transcribe_stream(audio, TranscribeOptions(word_timestamps=words)))
     exp_segments = [s for s in expected["segments"] if s["text"].strip()]
@@ -72,7 +72,7 @@ def test_transcribe_matches_openai(pair: tuple, name: str, words: bool) -> None:
 
 def test_prompt_matches_openai(pair: tuple) -> None:
     ours_model, ref = pair
-    audio = _audio("beckett")
+    audio = load_audio("beckett")
     prompt = "and then she said nothing at all and we went home"
     expected = _reference(ref, audio, initial_prompt=prompt)
     got = collect_transcription(ours_model.transcribe_stream(audio, TranscribeOptions(prompt=prompt)))
@@ -93,7 +93,7 @@ def test_silence_yields_nothing(pair: tuple) -> None:
 @pytest.mark.parametrize("name", ["jfk", "beckett"])
 def test_beam_search_matches_openai(pair: tuple, name: str) -> None:
     ours_model, ref = pair
-    audio = _audio(name)
+    audio = load_audio(name)
     mel = log_mel_spectrogram(mx.array(audio), 80, padding=N_SAMPLES)[:N_FRAMES]
     backend = ours_model.backend
     features = backend.encode(mel[None])
