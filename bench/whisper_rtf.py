@@ -358,27 +358,34 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         tr, d = load_ours(model, cache, given.get(model))
         ctx: dict[str, Any] = {"ours": tr, "dir": d, "gpu": gpu, "model": model, "cache": cache}
         for beam in args.beams:
+            # Every engine prepared and warmed up first, then the timed runs interleaved (engine A, B, C,
+            # A, B, C, ...): a noisy host slows every engine alike instead of whichever ran during a burst.
+            runs: dict[str, tuple[Callable[[Any], str], dict[str, list[float]]]] = {}
+            texts: dict[str, str] = {}
+            times: dict[str, list[float]] = {}
             for engine in args.engines:
-                row: dict[str, Any] = {"engine": engine, "model": model, "beam": beam}
                 stats: dict[str, list[float]] = {}
                 try:
                     run = prepare(engine, ctx, beam, stats)
-                    text = run(audio)  # warm-up (compilation, allocations, thread pools)
-                    stats.clear()
-                    times = []
-                    for _ in range(args.runs):
-                        t0 = time.perf_counter()
-                        text = run(audio)
-                        times.append(time.perf_counter() - t0)
+                    texts[engine] = run(audio)  # warm-up (compilation, allocations, thread pools)
                 except Unavailable as e:
-                    row["status"] = str(e)
+                    rows.append({"engine": engine, "model": model, "beam": beam, "status": str(e)})
                     print(f"{model} beam={beam} {engine}: {e}", flush=True)
-                    rows.append(row)
                     continue
-                median = statistics.median(times)
+                stats.clear()
+                runs[engine], times[engine] = (run, stats), []
+            for _ in range(args.runs):
+                for engine, (run, _stats) in runs.items():
+                    t0 = time.perf_counter()
+                    texts[engine] = run(audio)
+                    times[engine].append(time.perf_counter() - t0)
+            for engine, (_run, stats) in runs.items():
+                median = statistics.median(times[engine])
+                text = texts[engine]
+                row: dict[str, Any] = {"engine": engine, "model": model, "beam": beam}
                 row |= {
                     "status": "ok",
-                    "times_s": times,
+                    "times_s": times[engine],
                     "median_s": median,
                     "rtf": duration / median,
                     "wer": wer(REFERENCE["two_cities"], text),
