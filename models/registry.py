@@ -108,7 +108,13 @@ class Registry:
         """Resolve a request's `model` for `task`; the spec must offer the task as a capability."""
         if not name or (name in OPENAI_ALIASES and name not in self._specs):
             # OpenAI names follow the endpoint: `whisper-1` on /translations is the default translator.
-            spec = self.default_for(task) or (self.get(name) if name else None)
+            spec = self.default_for(task)
+            if spec is None and name and name not in self._aliases:
+                raise ModelNotFound(
+                    f"No model is configured for {task}: '{name}' stands for the default {task} model.",
+                    param="model",
+                )
+            spec = spec or (self.get(name) if name else None)
         else:
             spec = self.get(name)
         if spec is None:

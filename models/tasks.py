@@ -159,3 +159,50 @@ class VoiceActivityDetector(Protocol):
         """Speech regions as sample ranges [start, end), in order, not overlapping (after normalising the
         loudness of a copy when `options.loudness_lufs` is set)."""
         ...
+
+
+# --- speech --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Voice:
+    """A voice a speech model offers (`GET /v1/audio/voices`)."""
+
+    id: str
+    name: str
+    language: str | None = None  # BCP-47 where known ("en-US")
+    gender: Literal["female", "male"] | None = None
+
+
+@dataclass(frozen=True)
+class SpeechOptions:
+    voice: str  # a voice id of the model, or an OpenAI voice name (`Synthesizer.check` resolves it)
+    speed: float = 1.0  # 0.25 … 4.0; 2.0 speaks twice as fast
+    instructions: str | None = None  # style prompt; models that cannot follow one ignore it (logged)
+
+
+@dataclass(frozen=True)
+class SpeechUsage:
+    """Yielded last by `synthesize_stream`: what the request consumed and produced."""
+
+    input_tokens: int  # the model's input symbols (phoneme ids, text tokens)
+    output_tokens: int  # audio frames the model produced (its own frame rate)
+
+
+@runtime_checkable
+class Synthesizer(Protocol):
+    sample_rate: int  # of the float32 mono chunks `synthesize_stream` yields (Hz)
+
+    def voices(self) -> list[Voice]: ...
+
+    def check(self, text: str, options: SpeechOptions) -> SpeechOptions:
+        """Raise `InvalidRequest` for what this model cannot speak (unknown voice: the message names the
+        available ones; text that yields no phonemes); return the options with the voice resolved to one
+        of `voices()`. Cheap: called on the event loop before a 200."""
+        ...
+
+    def synthesize_stream(self, text: str, options: SpeechOptions) -> Iterator[Any]:
+        """Yield float32 mono chunks at `sample_rate`, in order, as soon as each is synthesized (a sentence
+        or so at a time), then one `SpeechUsage`. Runs on the MLX worker thread, which also answers the
+        `models.batching.Batched` requests it may yield."""
+        ...

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -97,11 +98,16 @@ _STATUS_CODES = {
 }
 
 
+# pydantic names the member of a union that failed inside `loc` ("voice.str", "voice.VoiceRef.id"): not a
+# field the client sent, so left out of `param`.
+_UNION_TAG = re.compile(r"^(str|int|float|bool|list|dict|none|[A-Z]\w*|.*\[.*)$")
+
+
 def _validation_message(exc: RequestValidationError) -> tuple[int, str, str | None, str]:
     errs = exc.errors()
     first = errs[0] if errs else {}
     loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header", "form")]
-    param = ".".join(loc) or None
+    param = ".".join(p for p in loc if not _UNION_TAG.match(p)) or None
     etype = first.get("type", "")
     if etype == "json_invalid":
         return (
