@@ -12,7 +12,8 @@ import base64
 import contextlib
 import dataclasses
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 
 import numpy as np
 from fastapi import APIRouter, Depends
@@ -24,8 +25,9 @@ from models.errors import DomainError, InvalidRequest
 from models.provider import ModelProvider
 from models.tasks import SpeechOptions, SpeechUsage, Synthesizer
 from server import render
-from server.deps import get_provider, get_settings, require_json
+from server.deps import get_metrics, get_provider, get_settings, require_json
 from server.errors import domain_error_payload, envelope
+from server.metrics import Metrics
 from server.schemas.speech import SpeechParams, VoiceList, VoiceObject
 from server.settings import Settings
 
@@ -59,7 +61,9 @@ async def speech(
     params: SpeechParams,
     provider: ModelProvider = Depends(get_provider),
     settings: Settings = Depends(get_settings),
+    metrics: Metrics = Depends(get_metrics),
 ) -> StreamingResponse:
+    t0 = time.perf_counter()
     text = _text(params, settings)
     spec = provider.registry.for_task(params.model, "speech")
     stack = contextlib.AsyncExitStack()
@@ -70,15 +74,28 @@ async def speech(
     except BaseException:
         await stack.aclose()
         raise
+    first = _once(lambda: metrics.time_to_first_audio.labels(spec.id).observe(time.perf_counter() - t0))
     if params.stream_format == "sse":
-        body = _sse(events, stack, model.sample_rate, params.response_format)
+        body = _sse(events, stack, model.sample_rate, params.response_format, first)
         return StreamingResponse(body, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
     fmt = params.response_format
     return StreamingResponse(
-        _audio(events, stack, model.sample_rate, fmt),
+        _audio(events, stack, model.sample_rate, fmt, first),
         media_type=CONTENT_TYPES[fmt],
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+def _once(fn: Callable[[], None]) -> Callable[[], None]:
+    done = False
+
+    def call() -> None:
+        nonlocal done
+        if not done:
+            done = True
+            fn()
+
+    return call
 
 
 class _Output:
@@ -99,7 +116,11 @@ class _Output:
 
 
 async def _audio(
-    events: AsyncIterator[object], stack: contextlib.AsyncExitStack, model_rate: int, fmt: str
+    events: AsyncIterator[object],
+    stack: contextlib.AsyncExitStack,
+    model_rate: int,
+    fmt: str,
+    first: Callable[[], None],
 ) -> AsyncIterator[bytes]:
     out = _Output(model_rate, fmt)
     async with stack:
@@ -109,6 +130,7 @@ async def _audio(
                     continue
                 data = out.write(ev)  # type: ignore[arg-type]
                 if data:
+                    first()
                     yield data
         except Exception:  # after the 200 an audio stream cannot carry an error: end it, say why in the log
             log.exception("speech synthesis failed after the 200; the audio stream ends early")
@@ -117,7 +139,11 @@ async def _audio(
 
 
 async def _sse(
-    events: AsyncIterator[object], stack: contextlib.AsyncExitStack, model_rate: int, fmt: str
+    events: AsyncIterator[object],
+    stack: contextlib.AsyncExitStack,
+    model_rate: int,
+    fmt: str,
+    first: Callable[[], None],
 ) -> AsyncIterator[bytes]:
     out = _Output(model_rate, fmt)
     usage = SpeechUsage(0, 0)
@@ -129,6 +155,7 @@ async def _sse(
                     continue
                 data = out.write(ev)  # type: ignore[arg-type]
                 if data:
+                    first()
                     yield render.sse({"type": "speech.audio.delta", "audio": base64.b64encode(data).decode()})
         except DomainError as exc:
             yield render.sse(domain_error_payload(exc)[1])
