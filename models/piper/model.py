@@ -17,7 +17,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from models.layers.conv import ConvTranspose1d
+from models.layers.conv import ConvTranspose1d, DilatedConv1d
 from models.piper.config import PiperConfig
 
 LRELU_SLOPE = 0.1
@@ -265,7 +265,7 @@ class WaveNet(nn.Module):
         super().__init__()
         self.hidden = hidden
         self.in_layers = [
-            nn.Conv1d(
+            DilatedConv1d(
                 hidden, 2 * hidden, kernel, dilation=dilation_rate**i, padding=_same(kernel, dilation_rate**i)
             )
             for i in range(n_layers)
@@ -331,8 +331,8 @@ class ResBlock(nn.Module):
     def __init__(self, channels: int, kernel: int, dilations: tuple[int, ...], kind: str) -> None:
         super().__init__()
 
-        def conv(d: int) -> nn.Conv1d:
-            return nn.Conv1d(channels, channels, kernel, dilation=d, padding=_same(kernel, d))
+        def conv(d: int) -> DilatedConv1d:
+            return DilatedConv1d(channels, channels, kernel, dilation=d, padding=_same(kernel, d))
 
         if kind == "1":
             self.convs1 = [conv(d) for d in dilations]
