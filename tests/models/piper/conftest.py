@@ -16,15 +16,7 @@ from models.piper.family import PiperVoice
 from models.registry import ModelSpec, Registry
 from models.sources import resolve_source
 from models.weights import model_dir
-
-ONNX_NAME = "en_US-joe-medium.onnx"
-
-# Fixed IPA (as espeak-ng en-us writes it; piper-tts's phonemizer gives these for the sentences in comments).
-PHRASES = (
-    "ðə kwˈɪk bɹˈaʊn fˈɑːks dʒˈʌmps ˌoʊvɚ ðə lˈeɪzi dˈɔɡ.",  # The quick brown fox jumps over the lazy dog.
-    "hˈaʊ ɑːɹ juː?",  # How are you?
-    "ɪt wʌz ðə bˈɛst ʌv tˈaɪmz, ɪt wʌz ðə wˈɜːst ʌv tˈaɪmz.",  # It was the best of times, ...
-)
+from tests.support.piper import ONNX_NAME
 
 
 @pytest.fixture(scope="session")

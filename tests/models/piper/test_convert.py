@@ -14,7 +14,7 @@ from models.families import builtin_models, get_family
 from models.piper.config import PiperConfig
 from models.piper.convert import OnnxGraph, our_name, sanitize
 from models.registry import ModelSpec, Registry
-from tests.models.piper.conftest import ONNX_NAME
+from tests.support.piper import ONNX_NAME
 
 ONNX_INITIALIZERS = 401  # in en_US-joe-medium.onnx
 

@@ -13,8 +13,8 @@ from models.batching import collect_transcription
 from models.errors import InvalidRequest
 from models.piper.family import PiperVoice
 from models.tasks import TranscribeOptions
-from tests.models.piper.conftest import PHRASES
 from tests.support.data import wer
+from tests.support.piper import PHRASES
 
 
 def test_default_settings_give_speech_like_audio(voice: PiperVoice) -> None:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from models.piper.family import PiperVoice
-from tests.models.piper.conftest import ONNX_NAME, PHRASES
+from tests.support.piper import ONNX_NAME, PHRASES
 
 pytestmark = [pytest.mark.reference]
 
