@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 FAMILIES: dict[str, str] = {
     "whisper": "models.whisper",
     "silero_vad": "models.silero_vad",
+    "piper": "models.piper",
 }
 
 NATIVE = "native"

@@ -1,0 +1,127 @@
+"""The Piper family as the registry sees it: convert a voice's ONNX export to our layout, load it, and
+synthesize from phoneme ids.
+
+Text → phonemes (espeak-ng) is the text front end's job (`models/text/`); this voice takes IPA phoneme
+strings (`phoneme_ids`) or id lists (`synthesize`).
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+import numpy as np
+
+from models.errors import InvalidRequest, WeightsError
+from models.piper.config import PiperConfig
+from models.piper.convert import convert_voice
+from models.piper.model import Piper
+from models.weights import load_into, read_config, read_safetensors
+
+BOS, EOS, PAD = "^", "$", "_"
+
+
+class PiperVoice:
+    """A loaded Piper voice: float32 mono audio at `sample_rate` from phoneme ids."""
+
+    def __init__(self, model: Piper) -> None:
+        self.model = model
+        self.config = model.config
+        self.sample_rate = self.config.sample_rate
+        names = sorted(self.config.speaker_id_map, key=self.config.speaker_id_map.__getitem__)
+        self.voices: list[str] = names or ["default"]
+        self.details = {
+            "backend": "mlx",
+            "device": str(mx.default_device()),
+            "sample_rate": self.sample_rate,
+            "espeak_voice": self.config.espeak_voice,
+            "speakers": len(self.voices),
+        }
+
+    def phoneme_ids(self, phonemes: str) -> list[int]:
+        """IPA phonemes (one codepoint each, NFD as piper splits them) → ids: `^`, then each phoneme's ids
+        followed by the pad `_`, then `$` (piper's `phonemes_to_ids`). Phonemes not in the map are dropped,
+        as piper does."""
+        table = self.config.phoneme_id_map
+        ids = [*table[BOS], *table[PAD]]
+        for ph in unicodedata.normalize("NFD", phonemes):
+            if ph in table:
+                ids += [*table[ph], *table[PAD]]
+        return [*ids, *table[EOS]]
+
+    def synthesize(
+        self,
+        phoneme_ids: list[list[int]],
+        *,
+        speaker: str | int | None = None,
+        length_scale: float | None = None,
+        noise_scale: float | None = None,
+        noise_w: float | None = None,
+        seed: int | None = None,
+    ) -> list[np.ndarray]:
+        """A batch of id sequences → one float32 waveform (n,) each at `sample_rate`, as one batch.
+
+        The scales default to the voice's own (`.onnx.json` "inference"); noise_scale = noise_w = 0 is
+        deterministic. `seed` fixes the noise."""
+        c = self.config
+        if not phoneme_ids or any(len(p) == 0 for p in phoneme_ids):
+            raise InvalidRequest("nothing to synthesize: an empty phoneme sequence")
+        bad = [i for p in phoneme_ids for i in p if not 0 <= i < c.num_symbols]
+        if bad:
+            raise InvalidRequest(f"phoneme ids out of range 0..{c.num_symbols - 1}: {bad[:5]}")
+        lengths = [len(p) for p in phoneme_ids]
+        ids = np.zeros((len(phoneme_ids), max(lengths)), np.int32)
+        for i, p in enumerate(phoneme_ids):
+            ids[i, : len(p)] = p
+        out = self.model(
+            mx.array(ids),
+            mx.array(np.array(lengths, np.int32)),
+            noise_scale=c.noise_scale if noise_scale is None else float(noise_scale),
+            length_scale=c.length_scale if length_scale is None else float(length_scale),
+            noise_w=c.noise_w if noise_w is None else float(noise_w),
+            speaker=self._speaker(speaker, len(phoneme_ids)),
+            seed=seed,
+        )
+        audio = np.array(out.audio, np.float32)
+        return [audio[i, :n].copy() for i, n in enumerate(out.lengths)]
+
+    def _speaker(self, speaker: str | int | None, batch: int) -> mx.array | None:
+        c = self.config
+        if c.n_speakers <= 1:
+            if speaker not in (None, 0, *self.voices):
+                raise InvalidRequest(
+                    f"unknown voice {speaker!r} (this model has {self.voices[0]!r})", param="voice"
+                )
+            return None
+        if speaker is None:
+            sid = 0
+        elif isinstance(speaker, int):
+            sid = speaker
+        elif speaker in c.speaker_id_map:
+            sid = c.speaker_id_map[speaker]
+        else:
+            raise InvalidRequest(f"unknown voice {speaker!r}", param="voice")
+        if not 0 <= sid < c.n_speakers:
+            raise InvalidRequest(f"speaker id {sid} out of range 0..{c.n_speakers - 1}", param="voice")
+        return mx.array([sid] * batch, dtype=mx.int32)
+
+
+class PiperFamily:
+    def load(self, model_dir: Path, spec: Any) -> PiperVoice:
+        """Float32: the voice is 15M parameters, and its durations are ceil()ed from exp(logw)."""
+        config = PiperConfig.from_dict(read_config(model_dir))
+        if not config.phoneme_id_map:
+            raise WeightsError(f"{model_dir}/config.json has no phoneme_id_map")
+        model = Piper(config)
+        load_into(model, read_safetensors(model_dir))
+        return PiperVoice(model)
+
+    def convert(self, src_dir: Path, fmt: str, dst_dir: Path) -> None:
+        if fmt != "piper":
+            raise WeightsError(f"the piper family converts the 'piper' format only, not {fmt!r}")
+        convert_voice(Path(src_dir), Path(dst_dir))
+
+
+FAMILY = PiperFamily()
