@@ -109,14 +109,17 @@ class PiperVoice:
 
 
 class PiperFamily:
-    def load(self, model_dir: Path, spec: Any) -> PiperVoice:
-        """Float32: the voice is 15M parameters, and its durations are ceil()ed from exp(logw)."""
+    def load(self, model_dir: Path, spec: Any) -> Any:
+        """A `models.tasks.Synthesizer` over the voice (`speech.PiperSynthesizer`). Float32: the voice is
+        15M parameters, and its durations are ceil()ed from exp(logw)."""
+        from models.piper.speech import PiperSynthesizer  # it builds on PiperVoice, defined here
+
         config = PiperConfig.from_dict(read_config(model_dir))
         if not config.phoneme_id_map:
             raise WeightsError(f"{model_dir}/config.json has no phoneme_id_map")
         model = Piper(config)
         load_into(model, read_safetensors(model_dir))
-        return PiperVoice(model)
+        return PiperSynthesizer(PiperVoice(model), getattr(spec, "id", Path(model_dir).name))
 
     def convert(self, src_dir: Path, fmt: str, dst_dir: Path) -> None:
         if fmt != "piper":

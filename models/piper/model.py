@@ -372,7 +372,7 @@ class Generator(nn.Module):
             for i in range(len(self.ups))
             for k, d in zip(c.resblock_kernel_sizes, c.resblock_dilation_sizes, strict=True)
         ]
-        self.conv_post = nn.Conv1d(ch // 2 ** len(self.ups), 1, 7, padding=3, bias=False)
+        self.conv_post = DilatedConv1d(ch // 2 ** len(self.ups), 1, 7, padding=3, bias=False)
 
     def __call__(self, z: mx.array, g: mx.array | None, frames: mx.array | None) -> mx.array:
         """z (B, T, inter) → audio (B, T·hop). `frames` (B,) valid frames per item, None when all are full:

@@ -1,6 +1,6 @@
 """/v1/audio/speech request validation, before any model is involved: every malformed request gets the
 OpenAI envelope with the right status and `param` (the SDK raises `BadRequestError`/`NotFoundError`), and
-the server keeps serving. The default server here has no speech model configured."""
+the server keeps serving."""
 
 from __future__ import annotations
 
@@ -53,16 +53,26 @@ def test_missing_fields_and_bodies(server_url: str) -> None:
     assert r.status_code == 415 and r.json()["error"]["code"] == "unsupported_content_type"
 
 
-def test_unknown_model_and_no_speech_model(server_url: str) -> None:
+def test_unknown_model(server_url: str) -> None:
     err = _error(_post(server_url, {**GOOD, "model": "no-such-voice"}), 404, "model")
     assert "no-such-voice" in err["message"]
-    err = _error(_post(server_url, GOOD), 404, "model")  # tts-1 → the default speech model: none here
-    assert "speech" in err["message"]
     with openai.OpenAI(base_url=f"{server_url}/v1", api_key="k", max_retries=0) as client:
         with pytest.raises(openai.BadRequestError) as info:
             client.audio.speech.create(model="tts-1", input="Hi.", voice="alloy", speed=9)
         assert info.value.body["param"] == "speed"  # type: ignore[index]
         with pytest.raises(openai.NotFoundError):
-            client.audio.speech.create(model="tts-1", input="Hi.", voice="alloy")
-    r = httpx.get(f"{server_url}/v1/audio/voices", timeout=30)
+            client.audio.speech.create(model="no-such-voice", input="Hi.", voice="alloy")
+    r = httpx.get(f"{server_url}/v1/audio/voices", params={"model": "no-such-voice"}, timeout=30)
     assert r.status_code == 404 and r.json()["error"]["param"] == "model"
+
+
+def test_openai_names_without_a_default_model_say_so() -> None:
+    """A registry with no speech model: `tts-1` names the missing default, not an unknown model."""
+    from models.errors import ModelNotFound
+    from models.families import builtin_models
+    from models.registry import Registry
+
+    registry = Registry([s for s in builtin_models() if s.task != "speech"])
+    with pytest.raises(ModelNotFound, match="No model is configured for speech: 'tts-1' stands for"):
+        registry.for_task("tts-1", "speech")
+    assert registry.for_task("whisper-1", "transcription").id == "whisper-tiny.en"

@@ -13,6 +13,7 @@ import pytest
 from models.families import builtin_models, get_family
 from models.piper import PIPER_JOE
 from models.piper.family import PiperVoice
+from models.piper.speech import PiperSynthesizer
 from models.registry import ModelSpec, Registry
 from models.sources import resolve_source
 from models.weights import model_dir
@@ -40,8 +41,8 @@ def converted_dir(tmp_path_factory: pytest.TempPathFactory, spec: ModelSpec, pac
 @pytest.fixture(scope="session")
 def voice(converted_dir: Path, spec: ModelSpec) -> PiperVoice:
     loaded = get_family("piper").load(converted_dir, spec)
-    assert isinstance(loaded, PiperVoice)
-    return loaded
+    assert isinstance(loaded, PiperSynthesizer) and isinstance(loaded.voice, PiperVoice)
+    return loaded.voice
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,106 @@
+"""A Piper voice as `models.tasks.Synthesizer`: text → normalised sentences (`models.text`) → espeak-ng IPA
+in the voice's language → phoneme ids → the VITS model, one sentence at a time for the first audio, then
+the rest in batches that concurrent requests share (`models.batching.Batched`)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from models.batching import Batched
+from models.errors import InvalidRequest
+from models.piper.family import PiperVoice
+from models.tasks import SpeechOptions, SpeechUsage, Voice
+from models.text.normalize import normalize_text
+from models.text.phonemize import phonemize
+from models.text.sentences import split_sentences
+
+log = logging.getLogger(__name__)
+
+# OpenAI's voice names: a one-speaker Piper voice answers to all of them (CONTRACT.md).
+OPENAI_VOICES = (
+    "alloy", "ash", "ballad", "coral", "echo", "fable", "onyx", "nova", "sage", "shimmer", "verse", "marin",
+    "cedar",
+)  # fmt: skip
+HOP = 256  # audio samples per decoder frame (the usage's output tokens)
+MAX_BATCH = 8  # sentences synthesized together (of one request or several)
+
+
+class PiperSynthesizer:
+    def __init__(self, voice: PiperVoice, name: str) -> None:
+        self.voice = voice
+        self.name = name
+        self.sample_rate = voice.sample_rate
+        self.details = dict(voice.details)
+        lang = voice.config.espeak_voice
+        self._language = lang[:2] + lang[2:].upper() if len(lang) == 5 else lang
+        self._voices = [
+            Voice(id=v if v != "default" else name, name=v, language=self._language) for v in voice.voices
+        ]
+
+    def voices(self) -> list[Voice]:
+        return list(self._voices)
+
+    def _speaker(self, voice: str) -> str | None:
+        ids = [v.id for v in self._voices]
+        if voice in ids:
+            return None if len(ids) == 1 else voice
+        if voice.lower() in OPENAI_VOICES:
+            return None if len(ids) == 1 else ids[OPENAI_VOICES.index(voice.lower()) % len(ids)]
+        raise InvalidRequest(
+            f"Unknown voice '{voice}' for model '{self.name}': use one of {', '.join(ids)} "
+            f"(or an OpenAI voice name: {', '.join(OPENAI_VOICES)}).",
+            param="voice",
+            code="invalid_value",
+        )
+
+    def _phoneme_ids(self, text: str) -> list[list[int]]:
+        normalized = normalize_text(text, lang=self.voice.config.espeak_voice[:2])
+        ids = []
+        for sentence in split_sentences(normalized):
+            try:
+                spoken = phonemize(sentence, voice=self.voice.config.espeak_voice)
+            except InvalidRequest:  # a sentence of emoji or symbols only: nothing to say there
+                continue
+            for phonemes in spoken:
+                seq = self.voice.phoneme_ids(phonemes)
+                if len(seq) > 3:  # more than ^ _ $: something to say
+                    ids.append(seq)
+        if not ids:
+            raise InvalidRequest(
+                "The input has nothing to speak (no letters or digits after normalisation).",
+                param="input",
+                code="invalid_value",
+            )
+        return ids
+
+    def check(self, text: str, options: SpeechOptions) -> SpeechOptions:
+        self._speaker(options.voice)
+        self._phoneme_ids(text)
+        if options.instructions:
+            log.info("%s: 'instructions' ignored (a Piper voice has no style prompt)", self.name)
+        return options
+
+    def synthesize_stream(self, text: str, options: SpeechOptions) -> Iterator[Any]:
+        speaker = self._speaker(options.voice)
+        length_scale = self.voice.config.length_scale / options.speed
+        sentences = self._phoneme_ids(text)
+        key = ("piper", id(self), speaker, length_scale)
+
+        def synthesize(batch: list[list[int]]) -> list[np.ndarray]:
+            # the voice's own noise, seeded: the same text and settings give the same audio
+            return self.voice.synthesize(batch, speaker=speaker, length_scale=length_scale, seed=0)
+
+        frames = 0
+        done = 0
+        while done < len(sentences):
+            group = sentences[done : done + (1 if done == 0 else MAX_BATCH)]  # the first alone: first audio
+            audio: list[np.ndarray] = yield Batched(key, group, synthesize, MAX_BATCH, many=True)
+            for chunk in audio:
+                frames += len(chunk) // HOP
+                yield chunk
+            done += len(group)
+        yield SpeechUsage(input_tokens=sum(len(s) for s in sentences), output_tokens=frames)
