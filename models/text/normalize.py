@@ -269,7 +269,7 @@ _RULES: list[_Rule] = [
     # Decades: "1990s" → "nineteen nineties".
     (re.compile(r"\b(?P<y>1[1-9]\d0|20\d0)s\b"), lambda m: re.sub(r"y$", "ie", year(int(m["y"]))) + "s"),
     # Years: a bare 4-digit integer from 1100 to 2099 → "nineteen eighty-four" (write "1,984" for a count).
-    (re.compile(r"(?<![\d.,])(?P<y>1[1-9]\d\d|20\d\d)(?![\d,]|\.\d)"), lambda m: year(int(m["y"]))),
+    (re.compile(r"(?<![\d.,])(?P<y>1[1-9]\d\d|20\d\d)(?!\d|[.,]\d)"), lambda m: year(int(m["y"]))),
     # Cardinals, negatives and decimals: "-1,000.5" → "minus one thousand point five".
     (
         re.compile(r"(?:(?<=^)|(?<=[\s(\[]))-(?=\d)|(?<![\d.])(?:" + _NUM + r")"),
