@@ -86,7 +86,7 @@ _ABBREVIATIONS = {  # may end a sentence: the period is kept before a capital or
     "Rd.": "Road",
 }
 _SYMBOLS = {"&": " and ", "+": " plus ", "=": " equals ", "@": " at ", "#": " number "}
-_AMPM = r"(?:\s*(?P<ampm>[aApP])\.?[mM](?P<dot>\.)?(?=\W|$))"
+_AMPM = r"(?:\s*(?P<ampm>[aApP])\.?[mM]\.?(?=\W|$))"
 _URL = re.compile(r"\b(?:https?://|www\.)\S+[^\s.,;:!?)\]]|\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b")
 
 
@@ -143,10 +143,8 @@ def _unit(m: re.Match[str]) -> str:
 
 
 def _ampm(m: re.Match[str]) -> str:
-    """ " A M" / " P M" (espeak-ng reads "AM" as a word), with the period kept where "p.m." ends a sentence."""
-    if not m["ampm"]:
-        return ""
-    return (" A M" if m["ampm"] in "aA" else " P M") + ("." if m["dot"] and _ends_sentence(m) else "")
+    """ " a.m." / " p.m." (espeak-ng reads "AM" as a word, "a.m." as letters); its last period ends a sentence."""
+    return {"a": " a.m.", "p": " p.m."}[m["ampm"].lower()] if m["ampm"] else ""
 
 
 def _ends_sentence(m: re.Match[str]) -> bool:
@@ -217,12 +215,12 @@ _RULES: list[_Rule] = [
     (re.compile(_MONTH + r"\.?\s+(?P<d>[12]?\d|3[01])(?:st|nd|rd|th)?\b"), _month_day),
     # "15 March" / "15th of March" → "the fifteenth of March".
     (re.compile(r"\b(?P<d>[12]?\d|3[01])(?:st|nd|rd|th)?\s+(?:of\s+)?" + _MONTH + r"\b"), _day_month),
-    # "3:45 pm" → "three forty-five P M"; "14:30" → "fourteen thirty"; "14:00" → "fourteen hundred".
+    # "3:45 pm" → "three forty-five p.m."; "14:30" → "fourteen thirty"; "14:00" → "fourteen hundred".
     (
         re.compile(r"\b(?P<h>[01]?\d|2[0-3]):(?P<m>[0-5]\d)(?::(?P<s>[0-5]\d))?" + _AMPM + "?"),
         _time,
     ),
-    # "5 pm" → "five P M".
+    # "5 pm" → "five p.m.".
     (re.compile(r"\b(?P<h>1[0-2]|0?\d)" + _AMPM), lambda m: _int_words(int(m["h"])) + _ampm(m)),
     # "$3.50" → "three dollars and fifty cents"; "£1.2 million" → "one point two million pounds".
     (

@@ -117,11 +117,15 @@ def phonemize(text: str, voice: str = "en-us") -> list[str]:
     pronounceable (empty, emoji or control characters only) or the voice is unknown."""
     global _ESPEAK
     clean = _CONTROL.sub(" ", text)
+    if not any(
+        ch.isalnum() for ch in clean
+    ):  # emoji, symbols, punctuation: espeak-ng would name or drop them
+        raise InvalidRequest("the input has nothing to pronounce (no letters or digits)", param="input")
     with _LOCK:
         if _ESPEAK is None:
             _ESPEAK = _Espeak()
         _ESPEAK.set_voice(voice)
-        clauses = _ESPEAK.clauses(clean) if clean.strip() else []
+        clauses = _ESPEAK.clauses(clean)
 
     sentences: list[str] = []
     current = ""

@@ -12,7 +12,10 @@ NUMBERS = [
     ("It was -7 outside.", "It was minus seven outside."),
     ("Pi is 3.14.", "Pi is three point one four."),
     ("We sold 1,000,000 units.", "We sold one million units."),
-    ("Count 1,234,567 now", "Count one million two hundred thirty-four thousand five hundred sixty-seven now"),
+    (
+        "Count 1,234,567 now",
+        "Count one million two hundred thirty-four thousand five hundred sixty-seven now",
+    ),
     ("Zero is 0 and 0.5 is half", "Zero is zero and zero point five is half"),
     ("The 1st, 2nd, 3rd and 21st.", "The first, second, third and twenty-first."),
     ("Version 2.0.1 is out.", "Version two point zero point one is out."),
@@ -34,11 +37,11 @@ DATES = [
     ("03/04/2024", "three four twenty twenty-four"),  # ambiguous: left as numbers
 ]
 TIMES = [
-    ("At 3:45 pm.", "At three forty-five P M."),
+    ("At 3:45 pm.", "At three forty-five p.m."),
     ("At 14:30 today", "At fourteen thirty today"),
     ("At 14:00 today", "At fourteen hundred today"),
-    ("At 9:05 a.m. Then", "At nine oh five A M. Then"),
-    ("Meet at 5pm, ok", "Meet at five P M, ok"),
+    ("At 9:05 a.m. Then", "At nine oh five a.m. Then"),
+    ("Meet at 5pm, ok", "Meet at five p.m., ok"),
     ("Lap 10:02:07", "Lap ten oh two and seven seconds"),
 ]
 MONEY = [
