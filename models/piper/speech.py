@@ -5,7 +5,7 @@ the rest in batches that concurrent requests share (`models.batching.Batched`)."
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import Any
 
 import numpy as np
@@ -84,7 +84,7 @@ class PiperSynthesizer:
             log.info("%s: 'instructions' ignored (a Piper voice has no style prompt)", self.name)
         return options
 
-    def synthesize_stream(self, text: str, options: SpeechOptions) -> Iterator[Any]:
+    def synthesize_stream(self, text: str, options: SpeechOptions) -> Generator[Any, Any, None]:
         speaker = self._speaker(options.voice)
         length_scale = self.voice.config.length_scale / options.speed
         sentences = self._phoneme_ids(text)
