@@ -59,12 +59,13 @@ class PiperVoice:
         length_scale: float | None = None,
         noise_scale: float | None = None,
         noise_w: float | None = None,
-        seed: int | None = None,
+        seed: int | list[int] | None = None,
     ) -> list[np.ndarray]:
         """A batch of id sequences → one float32 waveform (n,) each at `sample_rate`, as one batch.
 
         The scales default to the voice's own (`.onnx.json` "inference"); noise_scale = noise_w = 0 is
-        deterministic. `seed` fixes the noise."""
+        deterministic. `seed` fixes the noise: one for all rows or one per row (a row's noise depends on
+        its own seed only, not on what it is batched with)."""
         c = self.config
         if not phoneme_ids or any(len(p) == 0 for p in phoneme_ids):
             raise InvalidRequest("nothing to synthesize: an empty phoneme sequence")

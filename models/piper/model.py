@@ -11,6 +11,7 @@ host once, to size the frame axis.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import mlx.core as mx
@@ -426,18 +427,18 @@ class Piper(nn.Module):
         *,
         length_scale: float,
         noise_w: float,
-        key: mx.array | None,
+        keys: list[mx.array] | None,
         g: mx.array | None = None,
     ) -> tuple[mx.array, mx.array, mx.array, mx.array]:
-        """ids (B, T), lengths (B,) → frames per id (B, T) float, prior mean/log-std (B, T, inter), mask."""
+        """ids (B, T), lengths (B,) → frames per id (B, T) float, prior mean/log-std (B, T, inter), mask.
+        `keys`: one random key per row (its noise depends on nothing else), or None for no noise."""
         b, t = ids.shape
         mask = (mx.arange(t)[None, :] < lengths[:, None]).astype(mx.float32)[..., None]
         x, m, logs = self.enc_p(ids, mask)
-        noise = (
-            mx.zeros((b, t, 2))
-            if noise_w == 0 or key is None
-            else mx.random.normal((b, t, 2), key=key) * noise_w
-        )
+        if noise_w == 0 or keys is None:
+            noise = mx.zeros((b, t, 2))
+        else:
+            noise = _row_noise(keys, [int(n) for n in np.array(lengths)], t, 2) * noise_w
         logw = self.dp(x, mask, noise, g)
         w = mx.ceil(mx.exp(logw) * mask * length_scale)
         return w[..., 0], m, logs, mask
@@ -451,17 +452,24 @@ class Piper(nn.Module):
         length_scale: float,
         noise_w: float,
         speaker: mx.array | None = None,
-        seed: int | None = None,
+        seed: int | Sequence[int] | None = None,
     ) -> Synthesis:
-        """Phoneme ids (B, T) int32 with valid lengths (B,), speaker ids (B,) → audio at the voice's rate."""
-        key_dp = key_prior = None
-        if seed is not None:
-            key_dp, key_prior = mx.random.split(mx.random.key(seed))
-        elif noise_scale or noise_w:
-            key_dp, key_prior = mx.random.split(mx.random.key(int(np.random.randint(2**31))))
+        """Phoneme ids (B, T) int32 with valid lengths (B,), speaker ids (B,) → audio at the voice's rate.
+
+        `seed`: one for every row, or one per row; each row draws its noise from its own seed alone, so a
+        row's audio does not depend on what it is batched with. None: fresh random seeds."""
+        b = ids.shape[0]
+        keys_dp = keys_prior = None
+        if noise_scale or noise_w:
+            if seed is None:
+                seeds = [int(s) for s in np.random.randint(2**31, size=b)]
+            else:
+                seeds = [int(seed)] * b if isinstance(seed, int) else [int(s) for s in seed]
+            pairs = [mx.random.split(mx.random.key(s)) for s in seeds]
+            keys_dp, keys_prior = [p[0] for p in pairs], [p[1] for p in pairs]
         g = self.emb_g(speaker)[:, None, :] if speaker is not None and "emb_g" in self else None
         w, m, logs, _ = self.durations(
-            ids, lengths, length_scale=length_scale, noise_w=noise_w, key=key_dp, g=g
+            ids, lengths, length_scale=length_scale, noise_w=noise_w, keys=keys_dp, g=g
         )
         dur = np.array(w).astype(np.int64)  # the one host read: sizes the frame axis
         frames = np.maximum(dur.sum(axis=1), 1)
@@ -475,10 +483,17 @@ class Piper(nn.Module):
         m_y = mx.take_along_axis(m, idx, axis=1) * y_mask
         logs_y = mx.take_along_axis(logs, idx, axis=1) * y_mask
         z_p = m_y
-        if noise_scale and key_prior is not None:
-            z_p = m_y + mx.random.normal(m_y.shape, key=key_prior) * mx.exp(logs_y) * noise_scale
+        if noise_scale and keys_prior is not None:
+            eps = _row_noise(keys_prior, [int(f) for f in frames], t_y, m_y.shape[-1])
+            z_p = m_y + eps * mx.exp(logs_y) * noise_scale
         z = self.flow.reverse(z_p, y_mask, g)
         full = bool((frames == t_y).all())
         audio = self.dec(z * y_mask, g, None if full else mx.array(frames.astype(np.int32)))
         hop = self.config.hop_length
         return Synthesis(audio=audio, lengths=[int(f) * hop for f in frames], durations=dur)
+
+
+def _row_noise(keys: list[mx.array], lengths: list[int], width: int, channels: int) -> mx.array:
+    """Standard normal noise (B, width, channels): row i drawn from keys[i] for its own length, zero after."""
+    rows = [mx.random.normal((n, channels), key=k) for k, n in zip(keys, lengths, strict=True)]
+    return mx.stack([mx.pad(r, [(0, width - r.shape[0]), (0, 0)]) for r in rows])

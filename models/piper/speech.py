@@ -5,6 +5,7 @@ the rest in batches that concurrent requests share (`models.batching.Batched`)."
 from __future__ import annotations
 
 import logging
+import zlib
 from collections.abc import Generator
 from typing import Any
 
@@ -91,8 +92,10 @@ class PiperSynthesizer:
         key = ("piper", id(self), speaker, length_scale)
 
         def synthesize(batch: list[list[int]]) -> list[np.ndarray]:
-            # the voice's own noise, seeded: the same text and settings give the same audio
-            return self.voice.synthesize(batch, speaker=speaker, length_scale=length_scale, seed=0)
+            # the voice's own noise, seeded by each sentence's ids: the same sentence gives the same audio,
+            # alone or batched with other requests' sentences
+            seeds = [zlib.crc32(np.asarray(ids, np.int32).tobytes()) for ids in batch]
+            return self.voice.synthesize(batch, speaker=speaker, length_scale=length_scale, seed=seeds)
 
         frames = 0
         done = 0

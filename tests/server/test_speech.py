@@ -151,3 +151,23 @@ def test_text_that_speaks_nothing_is_a_400(base_url: str) -> None:
             timeout=300,
         )
         assert r.status_code == 400 and r.json()["error"]["param"] == "input", r.text
+
+
+def test_concurrent_requests_sound_as_they_do_alone(base_url: str) -> None:
+    """Sentences of concurrent requests share the worker's batches; each still gets its own audio."""
+    import concurrent.futures
+
+    texts = [LONG, "Mary had a little lamb. Its fleece was white as snow. And everywhere that Mary went."]
+
+    def pcm(text: str) -> np.ndarray:
+        body = {"model": "tts-1", "input": text, "voice": "alloy", "response_format": "pcm"}
+        r = httpx.post(f"{base_url}/v1/audio/speech", json=body, timeout=600)
+        assert r.status_code == 200
+        return decode_pcm16(r.content, 24_000).samples[:, 0]
+
+    alone = [pcm(t) for t in texts]
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(pcm, texts * 2))
+    for got, want in zip(together, alone * 2, strict=True):
+        assert len(got) == len(want)
+        assert np.abs(got - want).max() <= 3 / 32768  # float rounding of padded batches, then 16-bit

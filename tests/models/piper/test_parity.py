@@ -66,7 +66,7 @@ def test_durations_and_encoder_match(voice: PiperVoice, intermediate_session: An
     }
     _, ceil, m_p = intermediate_session.run(None, feeds)
     w, m, _, _ = voice.model.durations(
-        mx.array([ids]), mx.array([len(ids)]), length_scale=1.0, noise_w=0.0, key=None
+        mx.array([ids]), mx.array([len(ids)]), length_scale=1.0, noise_w=0.0, keys=None
     )
     np.testing.assert_array_equal(np.array(w)[0], ceil[0, 0])
     np.testing.assert_allclose(np.array(m)[0].T, m_p[0], atol=ENC_ATOL)
@@ -79,3 +79,16 @@ def test_a_batch_equals_each_alone(voice: PiperVoice) -> None:
     assert [len(a) for a in batch] == [len(a) for a in alone] and len(alone[0]) != len(alone[1])
     for b, a in zip(batch, alone, strict=True):
         np.testing.assert_allclose(b, a, atol=5e-5)  # float rounding of padded shapes (measured 1e-5)
+
+
+def test_with_noise_a_row_depends_on_its_seed_alone(voice: PiperVoice) -> None:
+    """Serving uses the voice's own noise: each row draws it from its own seed, so a sentence batched with
+    others (of other requests) sounds as it does alone, and another seed changes it."""
+    ids = [voice.phoneme_ids(PHRASES[0]), voice.phoneme_ids(PHRASES[1])]
+    batch = voice.synthesize(ids, seed=[11, 22])
+    alone = [voice.synthesize([i], seed=s)[0] for i, s in zip(ids, (11, 22), strict=True)]
+    for b, a in zip(batch, alone, strict=True):
+        assert len(b) == len(a)
+        np.testing.assert_allclose(b, a, atol=5e-5)
+    other = voice.synthesize([ids[0]], seed=12)[0]
+    assert len(other) != len(alone[0]) or np.abs(other - alone[0]).max() > 1e-2
