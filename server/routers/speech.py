@@ -75,12 +75,13 @@ async def speech(
         await stack.aclose()
         raise
     first = _once(lambda: metrics.time_to_first_audio.labels(spec.id).observe(time.perf_counter() - t0))
+    out = _Output(model.sample_rate, params.response_format, first)
     if params.stream_format == "sse":
-        body = _sse(events, stack, model.sample_rate, params.response_format, first)
+        body = _sse(events, stack, out)
         return StreamingResponse(body, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
     fmt = params.response_format
     return StreamingResponse(
-        _audio(events, stack, model.sample_rate, fmt, first),
+        _audio(events, stack, out),
         media_type=CONTENT_TYPES[fmt],
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
@@ -99,16 +100,27 @@ def _once(fn: Callable[[], None]) -> Callable[[], None]:
 
 
 class _Output:
-    """Chunks at the model's rate → encoded bytes of one continuous file (pcm resampled to 24 kHz)."""
+    """Chunks at the model's rate → encoded bytes of one continuous file (pcm resampled to 24 kHz), and the
+    usage the synthesizer reported last."""
 
-    def __init__(self, model_rate: int, fmt: str) -> None:
+    def __init__(self, model_rate: int, fmt: str, first: Callable[[], None]) -> None:
         rate = PCM_RATE if fmt == "pcm" else model_rate
         self.resampler = Resampler(model_rate, rate) if rate != model_rate else None
         self.encoder = open_encoder(fmt, rate)  # type: ignore[arg-type]
+        self.first = first
+        self.usage = SpeechUsage(0, 0)
 
-    def write(self, chunk: np.ndarray) -> bytes:
-        x = np.asarray(chunk, np.float32)
-        return self.encoder.write(x if self.resampler is None else self.resampler.process(x))
+    async def encoded(self, events: AsyncIterator[object]) -> AsyncIterator[bytes]:
+        """The encoded bytes as the model's chunks arrive (not the encoder's tail: `close`)."""
+        async for ev in events:
+            if isinstance(ev, SpeechUsage):
+                self.usage = ev
+                continue
+            x = np.asarray(ev, np.float32)
+            data = self.encoder.write(x if self.resampler is None else self.resampler.process(x))
+            if data:
+                self.first()
+                yield data
 
     def close(self) -> bytes:
         tail = b"" if self.resampler is None else self.encoder.write(self.resampler.flush())
@@ -116,47 +128,29 @@ class _Output:
 
 
 async def _audio(
-    events: AsyncIterator[object],
-    stack: contextlib.AsyncExitStack,
-    model_rate: int,
-    fmt: str,
-    first: Callable[[], None],
+    events: AsyncIterator[object], stack: contextlib.AsyncExitStack, out: _Output
 ) -> AsyncIterator[bytes]:
-    out = _Output(model_rate, fmt)
     async with stack:
         try:
-            async for ev in events:
-                if isinstance(ev, SpeechUsage):
-                    continue
-                data = out.write(ev)  # type: ignore[arg-type]
-                if data:
-                    first()
-                    yield data
+            async for data in out.encoded(events):
+                yield data
         except Exception:  # after the 200 an audio stream cannot carry an error: end it, say why in the log
             log.exception("speech synthesis failed after the 200; the audio stream ends early")
             return
     yield out.close()
 
 
+def _delta(data: bytes) -> bytes:
+    return render.sse({"type": "speech.audio.delta", "audio": base64.b64encode(data).decode()})
+
+
 async def _sse(
-    events: AsyncIterator[object],
-    stack: contextlib.AsyncExitStack,
-    model_rate: int,
-    fmt: str,
-    first: Callable[[], None],
+    events: AsyncIterator[object], stack: contextlib.AsyncExitStack, out: _Output
 ) -> AsyncIterator[bytes]:
-    out = _Output(model_rate, fmt)
-    usage = SpeechUsage(0, 0)
     async with stack:
         try:
-            async for ev in events:
-                if isinstance(ev, SpeechUsage):
-                    usage = ev
-                    continue
-                data = out.write(ev)  # type: ignore[arg-type]
-                if data:
-                    first()
-                    yield render.sse({"type": "speech.audio.delta", "audio": base64.b64encode(data).decode()})
+            async for data in out.encoded(events):
+                yield _delta(data)
         except DomainError as exc:
             yield render.sse(domain_error_payload(exc)[1])
             return
@@ -166,9 +160,9 @@ async def _sse(
             return
     tail = out.close()
     if tail:
-        yield render.sse({"type": "speech.audio.delta", "audio": base64.b64encode(tail).decode()})
-    total = usage.input_tokens + usage.output_tokens
-    counts = dataclasses.asdict(usage) | {"total_tokens": total}
+        yield _delta(tail)
+    usage = out.usage
+    counts = dataclasses.asdict(usage) | {"total_tokens": usage.input_tokens + usage.output_tokens}
     yield render.sse({"type": "speech.audio.done", "usage": counts})
 
 
