@@ -36,10 +36,17 @@ class PiperSynthesizer:
         self.name = name
         self.sample_rate = voice.sample_rate
         self.details = dict(voice.details)
+        self.details.setdefault(
+            "backend_reason", f"the MLX model on {voice.details.get('device', 'its device')}"
+        )
         lang = voice.config.espeak_voice
         self._language = lang[:2] + lang[2:].upper() if len(lang) == 5 else lang
+        # a one-speaker voice is named after the model; a multi-speaker one offers its speakers
         self._voices = [
-            Voice(id=v if v != "default" else name, name=v, language=self._language) for v in voice.voices
+            Voice(id=name, name=name.removeprefix("piper-"), language=self._language)
+            if v == "default"
+            else Voice(id=v, name=v, language=self._language)
+            for v in voice.voices
         ]
 
     def voices(self) -> list[Voice]:

@@ -82,7 +82,10 @@ def test_voices_and_voice_forms(base_url: str, client: openai.OpenAI) -> None:
     listed = httpx.get(f"{base_url}/v1/audio/voices", timeout=300).json()
     assert listed["object"] == "list" and listed["data"]
     voice = listed["data"][0]
-    assert voice["model"].startswith("piper-") and voice["language"].startswith("en")
+    assert voice["model"].startswith("piper-") and voice["language"] == "en-US"
+    assert voice["id"] == "piper-en_US-joe-medium" and voice["name"] == "en_US-joe-medium"
+    info = httpx.get(f"{base_url}/v1/models/tts-1").json()
+    assert info["loaded"] and info["backend"] == "mlx" and info["backend_reason"].startswith("the MLX model")
     by_name = client.audio.speech.create(model="tts-1", voice="nova", input="Hello.", response_format="wav")
     body = {"model": "tts-1", "input": "Hello.", "voice": {"id": voice["id"]}, "response_format": "wav"}
     by_id = httpx.post(f"{base_url}/v1/audio/speech", json=body, timeout=300)
