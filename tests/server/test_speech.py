@@ -85,7 +85,11 @@ def test_voices_and_voice_forms(base_url: str, client: openai.OpenAI) -> None:
     assert voice["model"].startswith("piper-") and voice["language"] == "en-US"
     assert voice["id"] == "piper-en_US-joe-medium" and voice["name"] == "en_US-joe-medium"
     info = httpx.get(f"{base_url}/v1/models/tts-1").json()
-    assert info["loaded"] and info["backend"] == "mlx" and info["backend_reason"].startswith("the MLX model")
+    assert (
+        info["loaded"]
+        and info["backend"] == "mlx"
+        and info["backend_reason"].startswith("the MLX model on the CPU")
+    )
     by_name = client.audio.speech.create(model="tts-1", voice="nova", input="Hello.", response_format="wav")
     body = {"model": "tts-1", "input": "Hello.", "voice": {"id": voice["id"]}, "response_format": "wav"}
     by_id = httpx.post(f"{base_url}/v1/audio/speech", json=body, timeout=300)

@@ -1,0 +1,202 @@
+"""Speech synthesis speed: our Piper (MLX) vs piper-tts (onnxruntime) on the same voice, in one process on one
+machine, runs interleaved (A, B, A, B, …; this host is noisy), plus our server's time to the first audio byte.
+
+    .venv/bin/python bench/speech_rtf.py [--runs 5] [--out bench/results/speech_rtf.json]
+    .venv/bin/python bench/speech_rtf.py --report
+
+Texts: one sentence, and a ~2-minute passage (the same paragraph repeated). Both engines get the same
+phoneme ids (piper-tts's own phonemizer, so the text front ends do not enter the model timing) and the
+voice's own inference settings (noise on, fixed seeds). Real-time factor here = audio seconds / wall
+seconds (× real time; higher is faster). "HTTP first byte": `POST /v1/audio/speech` (pcm) against a real
+server on loopback, time from sending the request to the first audio bytes, with the model loaded; and the
+whole response. Installs nothing: piper-tts is in the dev extras.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from dsp.blas import ensure_fast_blas  # noqa: E402
+
+ensure_fast_blas()  # the OpenBLAS preload must precede the first `import mlx`
+
+RESULTS = ROOT / "bench" / "results" / "speech_rtf.json"
+SENTENCE = "The quick brown fox jumps over the lazy dog, and nobody seems to mind at all."
+PARAGRAPH = (
+    "It was the best of times, it was the worst of times, it was the age of wisdom, it was the age of "
+    "foolishness, it was the epoch of belief, it was the epoch of incredulity, it was the season of Light, "
+    "it was the season of Darkness, it was the spring of hope, it was the winter of despair. "
+)
+TEXTS = {"sentence": SENTENCE, "2-minute": PARAGRAPH * 9}
+
+
+def load() -> tuple[Any, Any, Any]:
+    """(our voice, piper-tts's voice, the spec) on the embedded en_US-joe-medium."""
+    from piper import PiperVoice as Reference
+
+    from models.families import builtin_models, get_family
+    from models.registry import Registry
+    from models.sources import resolve_source
+    from models.weights import model_dir
+
+    spec = Registry(builtin_models()).get("tts-1")
+    cache = Path(tempfile.gettempdir()) / "mlx-audio-bench"
+    ours = get_family(spec.family).load(model_dir(spec, cache), spec)
+    src = resolve_source(spec.source, cache)
+    reference = Reference.load(next(src.glob("*.onnx")))
+    return ours, reference, spec
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
+
+
+def measure_models(ours: Any, reference: Any, runs: int) -> list[dict[str, Any]]:
+    from piper import SynthesisConfig
+
+    voice = ours.voice
+    rows = []
+    for name, text in TEXTS.items():
+        sentences = ["".join(s) for s in reference.phonemize(text)]
+        ids = [voice.phoneme_ids(s) for s in sentences]
+        cfg = SynthesisConfig()  # the voice's own noise and length scales
+        engines: dict[str, Callable[[], float]] = {
+            "ours (MLX)": lambda ids=ids: sum(
+                len(a) for a in voice.synthesize(ids, seed=list(range(len(ids))))
+            ),
+            "ours, one sentence at a time": lambda ids=ids: sum(
+                len(voice.synthesize([i], seed=0)[0]) for i in ids
+            ),
+            "piper-tts (onnxruntime)": lambda ids=ids, cfg=cfg: sum(
+                len(reference.phoneme_ids_to_audio(i, cfg)) for i in ids
+            ),
+        }
+        times: dict[str, list[float]] = {e: [] for e in engines}
+        samples: dict[str, int] = {}
+        for fn in engines.values():
+            fn()  # warm-up
+        for _ in range(runs):
+            for engine, fn in engines.items():
+                seconds, n = timed(fn)
+                times[engine].append(seconds)
+                samples[engine] = n
+        for engine in engines:
+            audio_s = samples[engine] / voice.sample_rate
+            median = statistics.median(times[engine])
+            rows.append(
+                {
+                    "text": name,
+                    "engine": engine,
+                    "sentences": len(ids),
+                    "audio_s": audio_s,
+                    "times_s": times[engine],
+                    "median_s": median,
+                    "rtf": audio_s / median,
+                }
+            )
+            print(f"{name:9s} {engine:30s} {audio_s:7.1f} s audio  {audio_s / median:6.1f}x", flush=True)
+    return rows
+
+
+def measure_http(runs: int) -> list[dict[str, Any]]:
+    import httpx
+
+    from server.app import create_app
+    from server.settings import Settings
+    from tests.support.live import serve
+
+    rows = []
+    settings = Settings(cache_dir=Path(tempfile.gettempdir()) / "mlx-audio-bench", preload=["tts-1"])
+    with serve(create_app(settings), timeout=600) as base:
+        for name, text in TEXTS.items():
+            body = {"model": "tts-1", "input": text[:4096], "voice": "alloy", "response_format": "pcm"}
+            firsts, totals, size = [], [], 0
+            for i in range(runs + 1):
+                t0 = time.perf_counter()
+                with httpx.stream("POST", f"{base}/v1/audio/speech", json=body, timeout=600) as r:
+                    chunks = r.iter_bytes()
+                    first = next(chunks)
+                    t_first = time.perf_counter() - t0
+                    size = len(first) + sum(len(c) for c in chunks)
+                if i:  # the first request warms up
+                    firsts.append(t_first)
+                    totals.append(time.perf_counter() - t0)
+            audio_s = size / 2 / 24_000
+            row = {
+                "text": name,
+                "audio_s": audio_s,
+                "first_byte_s": statistics.median(firsts),
+                "total_s": statistics.median(totals),
+                "first_byte_all": firsts,
+            }
+            rows.append(row)
+            print(
+                f"{name:9s} HTTP first byte {row['first_byte_s']:.3f} s, whole {row['total_s']:.2f} s "
+                f"for {audio_s:.1f} s of audio",
+                flush=True,
+            )
+    return rows
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    import mlx.core as mx
+    import numpy as np
+
+    ours, reference, spec = load()
+    return {
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "mlx": mx.__version__,
+            "numpy": np.__version__,
+            "device": str(mx.default_device()),
+        },
+        "model": spec.id,
+        "runs": args.runs,
+        "models": measure_models(ours, reference, args.runs),
+        "http": measure_http(args.runs),
+    }
+
+
+def table(result: dict[str, Any]) -> str:
+    lines = ["| text | engine | audio | × real time |", "|---|---|---:|---:|"]
+    for r in result["models"]:
+        lines.append(f"| {r['text']} | {r['engine']} | {r['audio_s']:.1f} s | {r['rtf']:.1f} |")
+    lines += ["", "| text | HTTP first byte | whole response | audio |", "|---|---:|---:|---:|"]
+    for r in result["http"]:
+        lines.append(
+            f"| {r['text']} | {r['first_byte_s']:.3f} s | {r['total_s']:.2f} s | {r['audio_s']:.1f} s |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--report", action="store_true", help="print the table from --out and exit")
+    args = p.parse_args()
+    if args.report:
+        print(table(json.loads(args.out.read_text())))
+        return
+    result = measure(args)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(table(result))
+
+
+if __name__ == "__main__":
+    main()
