@@ -15,7 +15,6 @@ whole response. Installs nothing: piper-tts is in the dev extras.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
@@ -27,6 +26,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 from dsp.blas import ensure_fast_blas  # noqa: E402
 
 ensure_fast_blas()  # the OpenBLAS preload must precede the first `import mlx`
@@ -184,18 +184,13 @@ def table(result: dict[str, Any]) -> str:
 
 
 def main() -> None:
+    from whisper_rtf import run_and_report  # the same --report / --out handling
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--report", action="store_true", help="print the table from --out and exit")
-    args = p.parse_args()
-    if args.report:
-        print(table(json.loads(args.out.read_text())))
-        return
-    result = measure(args)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    print(table(result))
+    run_and_report(p.parse_args(), measure, table)
 
 
 if __name__ == "__main__":
