@@ -4,6 +4,7 @@ the rest in batches that concurrent requests share (`models.batching.Batched`)."
 
 from __future__ import annotations
 
+import functools
 import logging
 import zlib
 from collections.abc import Generator
@@ -30,7 +31,7 @@ OPENAI_VOICES = (
 HOP = 256  # audio samples per decoder frame (the usage's output tokens)
 # Sentences synthesized together (of one request or several): on a GPU a batch fills the device; on the
 # CPU, compute-bound, padding to the longest sentence only costs (bench/speech_rtf.py, this 2-core CPU:
-# 2.2x real time for a 2-minute text as one batch, 5.2x one sentence at a time).
+# 1.9x real time for a 2-minute text as one batch, 5.1x one sentence at a time).
 GPU_BATCH, CPU_BATCH = 8, 1
 
 
@@ -46,6 +47,9 @@ class PiperSynthesizer:
             "backend_reason",
             f"the MLX model on {'the GPU' if gpu else 'the CPU'}, sentences {self.max_batch} at a time",
         )
+        # `check` (on the event loop, before the 200) and `synthesize_stream` (on the worker) need the same
+        # phoneme ids: the recent texts' are kept, so espeak-ng reads a request's text once
+        self._phoneme_ids = functools.lru_cache(maxsize=16)(self._read_phoneme_ids)
         lang = voice.config.espeak_voice
         self._language = lang[:2] + lang[2:].upper() if len(lang) == 5 else lang
         # a one-speaker voice is named after the model; a multi-speaker one offers its speakers
@@ -72,7 +76,8 @@ class PiperSynthesizer:
             code="invalid_value",
         )
 
-    def _phoneme_ids(self, text: str) -> list[list[int]]:
+    def _read_phoneme_ids(self, text: str) -> tuple[tuple[int, ...], ...]:
+        """Each sentence's phoneme ids (normalised, split, phonemized); `InvalidRequest` when none."""
         normalized = normalize_text(text, lang=self.voice.config.espeak_voice[:2])
         ids = []
         for sentence in split_sentences(normalized):
@@ -83,14 +88,14 @@ class PiperSynthesizer:
             for phonemes in spoken:
                 seq = self.voice.phoneme_ids(phonemes)
                 if len(seq) > 3:  # more than ^ _ $: something to say
-                    ids.append(seq)
+                    ids.append(tuple(seq))
         if not ids:
             raise InvalidRequest(
                 "The input has nothing to speak (no letters or digits after normalisation).",
                 param="input",
                 code="invalid_value",
             )
-        return ids
+        return tuple(ids)
 
     def check(self, text: str, options: SpeechOptions) -> SpeechOptions:
         self._speaker(options.voice)
@@ -102,7 +107,7 @@ class PiperSynthesizer:
     def synthesize_stream(self, text: str, options: SpeechOptions) -> Generator[Any, Any, None]:
         speaker = self._speaker(options.voice)
         length_scale = self.voice.config.length_scale / options.speed
-        sentences = self._phoneme_ids(text)
+        sentences = [list(seq) for seq in self._phoneme_ids(text)]
         key = ("piper", id(self), speaker, length_scale)
 
         def synthesize(batch: list[list[int]]) -> list[np.ndarray]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import subprocess
@@ -11,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.support.blas import needs_openblas
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the BLAS preload is Linux-only")
 
@@ -66,19 +67,11 @@ def _probe(blas: str | None) -> dict[str, Any]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _openblas_installed() -> bool:
-    try:
-        ctypes.CDLL("libopenblas.so.0")
-    except OSError:
-        return False
-    return True
-
-
 def _matmul_correct(r: dict[str, Any]) -> bool:
     return r["max_abs_err"] <= 1e-4 * max(1.0, r["ref_scale"])
 
 
-@pytest.mark.skipif(not _openblas_installed(), reason="no system OpenBLAS: run deploy/install-system-deps.sh")
+@needs_openblas
 def test_preload_maps_openblas_and_mlx_binds_to_it() -> None:
     r = _probe(None)
     assert r["loaded"], r["reason"]

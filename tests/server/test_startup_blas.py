@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import subprocess
@@ -13,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.support.blas import needs_openblas
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the BLAS preload is Linux-only")
 
@@ -56,19 +57,6 @@ def _run(code: str) -> tuple[dict[str, Any], str]:
     )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
-
-
-def _openblas_installed() -> bool:
-    try:
-        ctypes.CDLL("libopenblas.so.0")
-    except OSError:
-        return False
-    return True
-
-
-needs_openblas = pytest.mark.skipif(
-    not _openblas_installed(), reason="no system OpenBLAS: run deploy/install-system-deps.sh"
-)
 
 
 @needs_openblas
