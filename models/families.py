@@ -27,6 +27,7 @@ FAMILIES: dict[str, str] = {
     "whisper": "models.whisper",
     "silero_vad": "models.silero_vad",
     "piper": "models.piper",
+    "kokoro": "models.kokoro",
 }
 
 NATIVE = "native"

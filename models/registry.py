@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
@@ -148,3 +148,46 @@ def spec_from_mapping(data: Mapping[str, Any]) -> ModelSpec:
         raise ValueError(f"model {data.get('id')!r}: unknown keys {sorted(unknown)}")
     kw: dict[str, Any] = {k: (tuple(v) if k in tuples else v) for k, v in data.items()}
     return ModelSpec(source=source, **kw)
+
+
+# What a settings-file table may change about a built-in model (given by its id, without a source).
+OVERRIDABLE = ("aliases", "default_for", "description", "options")
+
+
+def override_spec(spec: ModelSpec, data: Mapping[str, Any]) -> ModelSpec:
+    """A built-in spec with a settings-file table's changes: `options` are merged into the built-in ones,
+    the other keys of `OVERRIDABLE` replace theirs."""
+    unknown = set(data) - {"id", *OVERRIDABLE}
+    if unknown:
+        raise ValueError(
+            f"model {spec.id!r} is built in: a table naming it may set {', '.join(OVERRIDABLE)}, "
+            f"not {sorted(unknown)} (give it another id to declare a new model)"
+        )
+    kw: dict[str, Any] = {k: tuple(v) for k, v in data.items() if k in ("aliases", "default_for")}
+    if "description" in data:
+        kw["description"] = str(data["description"])
+    if "options" in data:
+        kw["options"] = {**spec.options, **dict(data["options"])}
+    return replace(spec, **kw)
+
+
+def merge_specs(builtin: Iterable[ModelSpec], tables: Iterable[Mapping[str, Any]]) -> list[ModelSpec]:
+    """The built-in specs and the settings file's tables as one list. A table with a built-in id and no
+    source changes that model (`override_spec`); any other declares a new one. Tasks that a table makes its
+    model the default for are no longer defaulted by the built-ins."""
+    specs = {s.id: s for s in builtin}
+    declared: list[ModelSpec] = []
+    touched: set[str] = set()
+    for table in tables:
+        if table.get("id") in specs and not any(k in table for k in ("path", "repo", "package")):
+            specs[table["id"]] = override_spec(specs[table["id"]], table)
+            touched.add(table["id"])
+        else:
+            declared.append(spec_from_mapping(table))
+    claimed = {t for s in declared for t in s.default_for}
+    claimed |= {t for i in touched for t in specs[i].default_for}
+    out = [
+        s if s.id in touched else replace(s, default_for=tuple(t for t in s.default_for if t not in claimed))
+        for s in specs.values()
+    ]
+    return [*out, *declared]

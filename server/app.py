@@ -16,7 +16,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from dsp.blas import ensure_fast_blas
 from models.families import builtin_models
-from models.registry import ModelSpec, Registry, spec_from_mapping
+from models.registry import ModelSpec, Registry, merge_specs
 from server.errors import install_error_handlers, openapi_without_422
 from server.metrics import Metrics
 from server.middleware import AuthMiddleware, BodyLimitMiddleware, RequestContextMiddleware
@@ -28,7 +28,7 @@ API_VERSION = "0.1.0"
 
 
 def build_registry(settings: Settings, extra: Iterable[ModelSpec] = ()) -> Registry:
-    return Registry([*builtin_models(), *(spec_from_mapping(m) for m in settings.models), *extra])
+    return Registry([*merge_specs(builtin_models(), settings.models), *extra])
 
 
 def create_app(

@@ -25,10 +25,9 @@ import numpy as np
 from mlx.utils import tree_flatten
 
 from models.errors import WeightsError
+from models.onnx_graph import GRAPH_CONSTANT_MAX, OnnxGraph
 from models.piper.config import PiperConfig
 from models.piper.model import Piper
-
-GRAPH_CONSTANT_MAX = 8  # elements: anything larger must be a parameter we use
 
 
 def find_voice(src_dir: Path) -> tuple[Path, Path]:
@@ -45,49 +44,26 @@ def find_voice(src_dir: Path) -> tuple[Path, Path]:
     return onnx_path, json_path
 
 
-class OnnxGraph:
-    """The initializers of an ONNX model under their torch names, and its nodes' attributes."""
+class PiperGraph(OnnxGraph):
+    """The voice's graph with its initializers under their torch names (`tensors`) and the names of the
+    small graph constants skipped (`constants`)."""
 
     def __init__(self, path: Path) -> None:
-        try:
-            import onnx
-            from onnx import numpy_helper
-        except ImportError:  # pragma: no cover
-            raise WeightsError("converting a Piper voice needs the onnx package (pip install onnx)") from None
-        try:
-            model = onnx.load(str(path))
-        except Exception as exc:
-            raise WeightsError(f"cannot read {path.name}: {exc}") from None
-        graph = model.graph
-        consumers: dict[str, list[Any]] = {}
-        for node in graph.node:
-            for i, name in enumerate(node.input):
-                consumers.setdefault(name, []).append((node, i))
-        self.attributes = {
-            node.name: {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-            for node in graph.node
-        }
+        super().__init__(path, kind="a Piper VITS export")
         self.tensors: dict[str, np.ndarray] = {}
         self.constants: list[str] = []
-        for init in graph.initializer:
-            array = numpy_helper.to_array(init)
-            name = _torch_name(init.name, consumers.get(init.name, []))
+        for init_name, array in self.initializers.items():
+            name = _torch_name(init_name, self.consumers.get(init_name, []))
             if name is None:
                 if array.size > GRAPH_CONSTANT_MAX:
                     raise WeightsError(
-                        f"{path.name}: initializer {init.name!r} {array.shape} is not a known parameter"
+                        f"{self.path.name}: initializer {init_name!r} {array.shape} is not a known parameter"
                     )
-                self.constants.append(init.name)
+                self.constants.append(init_name)
             elif name in self.tensors:
-                raise WeightsError(f"{path.name}: two initializers for {name}")
+                raise WeightsError(f"{self.path.name}: two initializers for {name}")
             else:
                 self.tensors[name] = array
-
-    def attribute(self, node: str, key: str) -> Any:
-        try:
-            return self.attributes[node][key]
-        except KeyError:
-            raise WeightsError(f"not a Piper VITS export: no {key!r} on node {node!r}") from None
 
 
 _PARAM = re.compile(r"^[A-Za-z_]\w*(\.\w+)+$")
@@ -110,7 +86,7 @@ def _torch_name(name: str, consumers: list[Any]) -> str | None:
     return None
 
 
-def config_from_graph(graph: OnnxGraph, voice: Mapping[str, Any]) -> PiperConfig:
+def config_from_graph(graph: PiperGraph, voice: Mapping[str, Any]) -> PiperConfig:
     t = graph.tensors
 
     def shape(name: str) -> tuple[int, ...]:
@@ -246,7 +222,7 @@ def convert_voice(src_dir: Path, dst_dir: Path) -> PiperConfig:
         voice = json.loads(json_path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise WeightsError(f"cannot read {json_path.name}: {exc}") from None
-    graph = OnnxGraph(onnx_path)
+    graph = PiperGraph(onnx_path)
     config = config_from_graph(graph, voice)
     weights = sanitize(graph.tensors, config)
     dst = Path(dst_dir)

@@ -19,6 +19,7 @@ import mlx.nn as nn
 import numpy as np
 
 from models.layers.conv import ConvTranspose1d, DilatedConv1d
+from models.layers.norm import ChannelNorm
 from models.piper.config import PiperConfig
 
 LRELU_SLOPE = 0.1
@@ -27,18 +28,6 @@ MIN_BIN = 1e-3  # rational-quadratic spline: minimum bin width, height and deriv
 
 def _same(kernel: int, dilation: int = 1) -> int:
     return (kernel * dilation - dilation) // 2
-
-
-class ChannelNorm(nn.Module):
-    """VITS `modules.LayerNorm`: layer norm over channels (the last axis here), eps 1e-5."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.gamma = mx.ones((channels,))
-        self.beta = mx.zeros((channels,))
-
-    def __call__(self, x: mx.array) -> mx.array:
-        return mx.fast.layer_norm(x, self.gamma, self.beta, 1e-5)
 
 
 class RelativeAttention(nn.Module):

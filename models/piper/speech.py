@@ -1,6 +1,5 @@
 """A Piper voice as `models.tasks.Synthesizer`: text → normalised sentences (`models.text`) → espeak-ng IPA
-in the voice's language → phoneme ids → the VITS model, one sentence at a time for the first audio, then
-the rest in batches that concurrent requests share (`models.batching.Batched`)."""
+in the voice's language → phoneme ids → the VITS model, through the shared sentence loop (`models.speech`)."""
 
 from __future__ import annotations
 
@@ -13,21 +12,16 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 
-from models.batching import Batched
 from models.errors import InvalidRequest
 from models.piper.family import PiperVoice
-from models.tasks import SpeechOptions, SpeechUsage, Voice
+from models.speech import OPENAI_VOICES, nothing_to_speak, sentence_stream, unknown_voice
+from models.tasks import SpeechOptions, Voice
 from models.text.normalize import normalize_text
 from models.text.phonemize import phonemize
 from models.text.sentences import split_sentences
 
 log = logging.getLogger(__name__)
 
-# OpenAI's voice names: a one-speaker Piper voice answers to all of them (CONTRACT.md).
-OPENAI_VOICES = (
-    "alloy", "ash", "ballad", "coral", "echo", "fable", "onyx", "nova", "sage", "shimmer", "verse", "marin",
-    "cedar",
-)  # fmt: skip
 HOP = 256  # audio samples per decoder frame (the usage's output tokens)
 # Sentences synthesized together (of one request or several): on a GPU a batch fills the device; on the
 # CPU, compute-bound, padding to the longest sentence only costs (bench/speech_rtf.py, this 2-core CPU:
@@ -69,12 +63,7 @@ class PiperSynthesizer:
             return None if len(ids) == 1 else voice
         if voice.lower() in OPENAI_VOICES:
             return None if len(ids) == 1 else ids[OPENAI_VOICES.index(voice.lower()) % len(ids)]
-        raise InvalidRequest(
-            f"Unknown voice '{voice}' for model '{self.name}': use one of {', '.join(ids)} "
-            f"(or an OpenAI voice name: {', '.join(OPENAI_VOICES)}).",
-            param="voice",
-            code="invalid_value",
-        )
+        raise unknown_voice(voice, self.name, ids)
 
     def _read_phoneme_ids(self, text: str) -> tuple[tuple[int, ...], ...]:
         """Each sentence's phoneme ids (normalised, split, phonemized); `InvalidRequest` when none."""
@@ -90,11 +79,7 @@ class PiperSynthesizer:
                 if len(seq) > 3:  # more than ^ _ $: something to say
                     ids.append(tuple(seq))
         if not ids:
-            raise InvalidRequest(
-                "The input has nothing to speak (no letters or digits after normalisation).",
-                param="input",
-                code="invalid_value",
-            )
+            raise nothing_to_speak()
         return tuple(ids)
 
     def check(self, text: str, options: SpeechOptions) -> SpeechOptions:
@@ -116,15 +101,6 @@ class PiperSynthesizer:
             seeds = [zlib.crc32(np.asarray(ids, np.int32).tobytes()) for ids in batch]
             return self.voice.synthesize(batch, speaker=speaker, length_scale=length_scale, seed=seeds)
 
-        frames = 0
-        done = 0
-        while done < len(sentences):
-            group = sentences[
-                done : done + (1 if done == 0 else self.max_batch)
-            ]  # the first alone: early audio
-            audio: list[np.ndarray] = yield Batched(key, group, synthesize, self.max_batch, many=True)
-            for chunk in audio:
-                frames += len(chunk) // HOP
-                yield chunk
-            done += len(group)
-        yield SpeechUsage(input_tokens=sum(len(s) for s in sentences), output_tokens=frames)
+        yield from sentence_stream(
+            key, sentences, synthesize, self.max_batch, hop=HOP, input_tokens=sum(len(s) for s in sentences)
+        )

@@ -23,6 +23,8 @@ AUDIO_OUTPUT_SYNCHRONOUS = 2
 ESPEAK_INITIALIZE_DONT_EXIT = 0x8000  # return an error instead of exit() on a bad data path
 ESPEAK_CHARS_AUTO = 0  # as Piper: UTF-8, or Latin-1 where the bytes are not UTF-8
 ESPEAK_PHONEMES_IPA = 0x02  # IPA, no separator between phonemes, words separated by spaces
+ESPEAK_PHONEMES_TIE = 0x80  # bits 8-23 hold a tie character put inside phonemes of several letters
+TIE = "\u0361"  # COMBINING DOUBLE INVERTED BREVE, "a͡ɪ": one phoneme, two letters
 
 _LANG_FLAG = re.compile(r"\([^)]+\)")  # "(fr)bɔ̃ʒuːɹ(en)": the language switches around foreign words
 # C0 controls but tab/newline/CR, and DEL: espeak-ng reads U+0001 as the start of an embedded command
@@ -64,7 +66,7 @@ class _Espeak:
                 raise InvalidRequest(f"unknown espeak-ng voice {voice!r}", param="voice")
             self.voice = voice
 
-    def clauses(self, text: str) -> list[tuple[str, str, bool]]:
+    def clauses(self, text: str, mode: int = ESPEAK_PHONEMES_IPA) -> list[tuple[str, str, bool]]:
         """(IPA, consumed text, last) per clause. The consumed text of all but the last clause ends with
         the first character of the next clause: espeak-ng reads one ahead and keeps it for the next call."""
         raw = text.encode()
@@ -75,7 +77,7 @@ class _Espeak:
         start = 0
         # Always run to the end of the text: stopping early would leave espeak-ng's unread character behind.
         while ptr.value is not None:
-            ipa = self.lib.espeak_TextToPhonemes(ctypes.byref(ptr), ESPEAK_CHARS_AUTO, ESPEAK_PHONEMES_IPA)
+            ipa = self.lib.espeak_TextToPhonemes(ctypes.byref(ptr), ESPEAK_CHARS_AUTO, mode)
             end = len(raw) if ptr.value is None else ptr.value - base
             out.append((ipa or b"", start, end))
             start = end
@@ -110,11 +112,13 @@ def _terminator(consumed: str, last: bool) -> tuple[str, bool]:
     return "", last or paragraph
 
 
-def phonemize(text: str, voice: str = "en-us") -> list[str]:
+def phonemize(text: str, voice: str = "en-us", *, tie: bool = False) -> list[str]:
     """IPA for `text` as espeak-ng voice `voice` ("en-us", "en-gb", "fr-fr", ...), one string per sentence,
     identical to Piper's phonemizer (`EspeakPhonemizer.phonemize`, its codepoints joined). Normalise numbers
-    first (`normalize_text`) where the voice's language is English. Raises `InvalidRequest` where nothing is
-    pronounceable (empty, emoji or control characters only) or the voice is unknown."""
+    first (`normalize_text`) where the voice's language is English. `tie` joins the letters of one phoneme
+    with `TIE` ("a͡ɪ", "t͡ʃ"), as phonemizer's `tie=True` does, for front ends that map phonemes rather
+    than letters (Kokoro). Raises `InvalidRequest` where nothing is pronounceable (empty, emoji or control
+    characters only) or the voice is unknown."""
     global _ESPEAK
     clean = _CONTROL.sub(" ", text)
     if not any(
@@ -125,7 +129,8 @@ def phonemize(text: str, voice: str = "en-us") -> list[str]:
         if _ESPEAK is None:
             _ESPEAK = _Espeak()
         _ESPEAK.set_voice(voice)
-        clauses = _ESPEAK.clauses(clean)
+        mode = ESPEAK_PHONEMES_IPA | (ESPEAK_PHONEMES_TIE | ord(TIE) << 8 if tie else 0)
+        clauses = _ESPEAK.clauses(clean, mode)
 
     sentences: list[str] = []
     current = ""

@@ -12,7 +12,7 @@ from safetensors.numpy import load_file
 from models.errors import WeightsError
 from models.families import builtin_models, get_family
 from models.piper.config import PiperConfig
-from models.piper.convert import OnnxGraph, our_name, sanitize
+from models.piper.convert import PiperGraph, our_name, sanitize
 from models.registry import ModelSpec, Registry
 from tests.support.piper import ONNX_NAME
 
@@ -20,8 +20,8 @@ ONNX_INITIALIZERS = 401  # in en_US-joe-medium.onnx
 
 
 @pytest.fixture(scope="module")
-def graph(package_data: Path) -> OnnxGraph:
-    return OnnxGraph(package_data / ONNX_NAME)
+def graph(package_data: Path) -> PiperGraph:
+    return PiperGraph(package_data / ONNX_NAME)
 
 
 def test_registry_default_speech_model(spec: ModelSpec) -> None:
@@ -30,7 +30,7 @@ def test_registry_default_speech_model(spec: ModelSpec) -> None:
     assert (spec.family, spec.task, spec.format) == ("piper", "speech", "piper")
 
 
-def test_every_initializer_is_a_parameter_or_a_small_graph_constant(graph: OnnxGraph) -> None:
+def test_every_initializer_is_a_parameter_or_a_small_graph_constant(graph: PiperGraph) -> None:
     assert len(graph.tensors) + len(graph.constants) == ONNX_INITIALIZERS
     assert (len(graph.tensors), len(graph.constants)) == (350, 51)
     # The anonymous ones, named through their consumers:
@@ -65,7 +65,7 @@ def test_config_is_read_from_the_graph_and_the_voice_json(converted_dir: Path) -
     assert PiperConfig.from_dict({**config.to_dict(), "unknown_key": 1}) == config
 
 
-def test_converted_tensors_are_the_onnx_tensors_in_mlx_layout(converted_dir: Path, graph: OnnxGraph) -> None:
+def test_converted_tensors_are_the_onnx_tensors_in_mlx_layout(converted_dir: Path, graph: PiperGraph) -> None:
     ours = load_file(str(converted_dir / "model.safetensors"))
     assert len(ours) == len(graph.tensors)
     np.testing.assert_array_equal(
@@ -81,7 +81,7 @@ def test_converted_tensors_are_the_onnx_tensors_in_mlx_layout(converted_dir: Pat
     assert our_name("dp.flows.7.proj.bias") == "dp.conv_flows.2.proj.bias"
 
 
-def test_a_missing_or_misshapen_tensor_is_refused(graph: OnnxGraph, converted_dir: Path) -> None:
+def test_a_missing_or_misshapen_tensor_is_refused(graph: PiperGraph, converted_dir: Path) -> None:
     config = PiperConfig.from_dict(json.loads((converted_dir / "config.json").read_text()))
     tensors = {k: v for k, v in graph.tensors.items() if k != "dec.conv_post.weight"}
     with pytest.raises(WeightsError, match=r"missing \['dec.conv_post.weight'\]"):

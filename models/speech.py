@@ -1,0 +1,66 @@
+"""What every speech family shares: OpenAI's voice names, the unknown-voice error, and the sentence loop
+that turns a request's sentences into audio chunks through the worker's batching hook.
+
+The loop synthesizes the first sentence alone (its audio leaves as soon as it exists), then the rest
+`max_batch` at a time; batches are keyed so that concurrent requests with the same key share them
+(`models.batching.Batched`). Each chunk is yielded as it comes, and `SpeechUsage` last.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Hashable, Sequence
+from typing import Any, TypeVar
+
+import numpy as np
+
+from models.batching import Batched
+from models.errors import InvalidRequest
+from models.tasks import SpeechUsage
+
+# OpenAI's voice names (CONTRACT.md): every speech model answers to them.
+OPENAI_VOICES = (
+    "alloy", "ash", "ballad", "coral", "echo", "fable", "onyx", "nova", "sage", "shimmer", "verse", "marin",
+    "cedar",
+)  # fmt: skip
+
+Row = TypeVar("Row")
+
+
+def unknown_voice(voice: str, model: str, available: Sequence[str]) -> InvalidRequest:
+    return InvalidRequest(
+        f"Unknown voice '{voice}' for model '{model}': use one of {', '.join(available)} "
+        f"(or an OpenAI voice name: {', '.join(OPENAI_VOICES)}).",
+        param="voice",
+        code="invalid_value",
+    )
+
+
+def nothing_to_speak() -> InvalidRequest:
+    return InvalidRequest(
+        "The input has nothing to speak (no letters or digits after normalisation).",
+        param="input",
+        code="invalid_value",
+    )
+
+
+def sentence_stream(
+    key: Hashable,
+    rows: Sequence[Row],
+    synthesize: Callable[[list[Row]], list[np.ndarray]],
+    max_batch: int,
+    *,
+    hop: int,
+    input_tokens: int,
+) -> Generator[Any, Any, None]:
+    """Yield `Batched` jobs for the worker and, between them, each row's audio (float32 mono); then the
+    usage: `input_tokens` as given, output tokens = samples // `hop` (the model's frame)."""
+    frames = 0
+    done = 0
+    while done < len(rows):
+        group = list(rows[done : done + (1 if done == 0 else max_batch)])  # the first alone: early audio
+        audio: list[np.ndarray] = yield Batched(key, group, synthesize, max_batch, many=True)
+        for chunk in audio:
+            frames += len(chunk) // hop
+            yield chunk
+        done += len(group)
+    yield SpeechUsage(input_tokens=input_tokens, output_tokens=frames)
