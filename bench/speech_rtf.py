@@ -111,43 +111,75 @@ def measure_models(ours: Any, reference: Any, runs: int) -> list[dict[str, Any]]
     return rows
 
 
-def measure_http(runs: int) -> list[dict[str, Any]]:
+def _first_byte(base: str, body: dict[str, Any]) -> tuple[float, float, int]:
+    """(seconds to the first audio bytes, seconds to the end, bytes) of one streamed request."""
     import httpx
+
+    t0 = time.perf_counter()
+    with httpx.stream("POST", f"{base}/v1/audio/speech", json=body, timeout=900) as r:
+        r.raise_for_status()
+        chunks = r.iter_bytes()
+        first = next(chunks)
+        t_first = time.perf_counter() - t0
+        size = len(first) + sum(len(c) for c in chunks)
+    return t_first, time.perf_counter() - t0, size
+
+
+def measure_http(
+    runs: int,
+    *,
+    models: list[dict[str, Any]] | None = None,
+    voice: str = "alloy",
+    texts: dict[str, str] = TEXTS,
+    cache: Path | None = None,
+    concurrency: tuple[int, ...] = (1, 8),
+) -> list[dict[str, Any]]:
+    """Time to the first audio byte and to the end over HTTP (pcm), with 1 and with N concurrent requests
+    (N clients start together; the figures are medians over the requests)."""
+    from concurrent.futures import ThreadPoolExecutor
 
     from server.app import create_app
     from server.settings import Settings
     from tests.support.live import serve
 
     rows = []
-    settings = Settings(cache_dir=Path(tempfile.gettempdir()) / "mlx-audio-bench", preload=["tts-1"])
-    with serve(create_app(settings), timeout=600) as base:
-        for name, text in TEXTS.items():
-            body = {"model": "tts-1", "input": text[:4096], "voice": "alloy", "response_format": "pcm"}
-            firsts, totals, size = [], [], 0
-            for i in range(runs + 1):
-                t0 = time.perf_counter()
-                with httpx.stream("POST", f"{base}/v1/audio/speech", json=body, timeout=600) as r:
-                    chunks = r.iter_bytes()
-                    first = next(chunks)
-                    t_first = time.perf_counter() - t0
-                    size = len(first) + sum(len(c) for c in chunks)
-                if i:  # the first request warms up
-                    firsts.append(t_first)
-                    totals.append(time.perf_counter() - t0)
-            audio_s = size / 2 / 24_000
-            row = {
-                "text": name,
-                "audio_s": audio_s,
-                "first_byte_s": statistics.median(firsts),
-                "total_s": statistics.median(totals),
-                "first_byte_all": firsts,
-            }
-            rows.append(row)
-            print(
-                f"{name:9s} HTTP first byte {row['first_byte_s']:.3f} s, whole {row['total_s']:.2f} s "
-                f"for {audio_s:.1f} s of audio",
-                flush=True,
-            )
+    settings = Settings(
+        cache_dir=cache or Path(tempfile.gettempdir()) / "mlx-audio-bench",
+        preload=["tts-1"],
+        models=models or [],
+    )
+    with serve(create_app(settings), timeout=900) as base:
+        for name, text in texts.items():
+            body = {"model": "tts-1", "input": text[:4096], "voice": voice, "response_format": "pcm"}
+            _first_byte(base, body)  # warm-up
+            for n in concurrency:
+                if n > 1 and name != "sentence":
+                    continue  # N concurrent 2-minute texts: minutes per run on a CPU; the sentence shows it
+                firsts, totals, size, walls = [], [], 0, []
+                for _ in range(runs if n == 1 else 1):
+                    t0 = time.perf_counter()
+                    with ThreadPoolExecutor(n) as pool:
+                        results = list(pool.map(lambda _, body=body: _first_byte(base, body), range(n)))
+                    walls.append(time.perf_counter() - t0)
+                    firsts += [r[0] for r in results]
+                    totals += [r[1] for r in results]
+                    size = results[0][2]
+                audio_s = size / 2 / 24_000
+                row = {
+                    "text": name,
+                    "concurrent": n,
+                    "audio_s": audio_s,
+                    "first_byte_s": statistics.median(firsts),
+                    "total_s": statistics.median(totals),
+                    "aggregate_rtf": n * audio_s / statistics.median(walls),
+                    "first_byte_all": firsts,
+                }
+                rows.append(row)
+                print(
+                    f"{name:9s} x{n} HTTP first byte {row['first_byte_s']:.3f} s, whole {row['total_s']:.2f} s "
+                    f"for {audio_s:.1f} s of audio; {row['aggregate_rtf']:.1f}x real time in all",
+                    flush=True,
+                )
     return rows
 
 
@@ -175,10 +207,17 @@ def table(result: dict[str, Any]) -> str:
     lines = ["| text | engine | audio | × real time |", "|---|---|---:|---:|"]
     for r in result["models"]:
         lines.append(f"| {r['text']} | {r['engine']} | {r['audio_s']:.1f} s | {r['rtf']:.1f} |")
-    lines += ["", "| text | HTTP first byte | whole response | audio |", "|---|---:|---:|---:|"]
+    lines += [
+        "",
+        "| text | concurrent requests | HTTP first byte | whole response | audio | × real time, all requests |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for r in result["http"]:
+        n = r.get("concurrent", 1)
+        agg = r.get("aggregate_rtf", r["audio_s"] / r["total_s"])
         lines.append(
-            f"| {r['text']} | {r['first_byte_s']:.3f} s | {r['total_s']:.2f} s | {r['audio_s']:.1f} s |"
+            f"| {r['text']} | {n} | {r['first_byte_s']:.3f} s | {r['total_s']:.2f} s | {r['audio_s']:.1f} s "
+            f"| {agg:.1f} |"
         )
     return "\n".join(lines)
 

@@ -8,6 +8,7 @@ The loop synthesizes the first sentence alone (its audio leaves as soon as it ex
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Generator, Hashable, Sequence
 from typing import Any, TypeVar
 
@@ -33,6 +34,25 @@ def unknown_voice(voice: str, model: str, available: Sequence[str]) -> InvalidRe
         param="voice",
         code="invalid_value",
     )
+
+
+# The first sentence is cut after its first clause when both parts hold at least this many phonemes: the
+# first audio then waits for that clause only (a clause is where a speaker pauses anyway).
+FIRST_CLAUSE_MIN = 16
+_CLAUSE_END = re.compile(r"[,;:] ")
+
+
+def split_first_clause(sentences: list[str], min_len: int = FIRST_CLAUSE_MIN) -> list[str]:
+    """Phoneme strings, one per sentence → the same with the first sentence cut after its first ", ",
+    "; " or ": " that leaves `min_len` phonemes or more on both sides (unchanged where there is none)."""
+    if not sentences:
+        return sentences
+    first = sentences[0]
+    for m in _CLAUSE_END.finditer(first):
+        head, tail = first[: m.start() + 1], first[m.end() :]
+        if len(head) >= min_len and len(tail) >= min_len:
+            return [head, tail, *sentences[1:]]
+    return sentences
 
 
 def nothing_to_speak() -> InvalidRequest:

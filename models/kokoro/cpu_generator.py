@@ -23,7 +23,7 @@ from dsp.spectral import istft
 from models.kokoro.blocks import IN_EPS
 from models.kokoro.decoder import Generator
 
-ROWS = 8192  # im2col rows per sgemm: a block of (ROWS, k·c_in) float32 stays at a few MB
+ROWS = 2048  # im2col rows per sgemm: a block of (ROWS, k·c_in) float32 (≤ 12 MB) stays in cache
 
 
 def _conv(

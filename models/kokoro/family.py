@@ -21,6 +21,7 @@ from models.kokoro.config import KokoroConfig
 from models.kokoro.convert import onnx_state_dict
 from models.kokoro.model import Kokoro
 from models.kokoro.weights import to_mlx
+from models.layers.conv import use_native_convs
 from models.weights import load_into, read_config, read_safetensors
 
 VOICES_FILE = "voices.safetensors"
@@ -43,8 +44,11 @@ def choose_backend(model: Kokoro, prefer: str | None = None) -> tuple[str, str]:
         model.decoder.cpu_generator = CPUGenerator(model.decoder.generator)
         return "cpu", "CPU: the MLX model, its iSTFTNet generator in numpy (im2col, OpenBLAS sgemm)"
     model.decoder.cpu_generator = None
-    where = "the GPU" if not on_cpu else "the CPU (options.backend = 'mlx')"
-    return "mlx", f"the MLX model on {where}"
+    if not on_cpu:  # one conv kernel each instead of k per-tap matmuls: launches are what a GPU waits on
+        use_native_convs(model)
+        return "mlx", "the MLX model on the GPU, convolutions as mx.conv1d"
+    use_native_convs(model, False)
+    return "mlx", "the MLX model on the CPU (options.backend = 'mlx')"
 
 
 def _one(src_dir: Path, pattern: str) -> Path:

@@ -20,7 +20,13 @@ import numpy as np
 from models.errors import InvalidRequest
 from models.kokoro.g2p import language_of, sentences
 from models.kokoro.model import HOP, Kokoro
-from models.speech import OPENAI_VOICES, nothing_to_speak, sentence_stream, unknown_voice
+from models.speech import (
+    OPENAI_VOICES,
+    nothing_to_speak,
+    sentence_stream,
+    split_first_clause,
+    unknown_voice,
+)
 from models.tasks import SpeechOptions, Voice
 
 log = logging.getLogger(__name__)
@@ -100,7 +106,7 @@ class KokoroSynthesizer:
 
     def _read_ids(self, text: str, voice: str) -> tuple[tuple[int, ...], ...]:
         rows = []
-        for phonemes in sentences(text, voice):
+        for phonemes in split_first_clause(sentences(text, voice)):
             ids = [self.vocab[p] for p in phonemes if p in self.vocab]
             while ids:  # longer than the context: cut at the last word boundary that fits
                 cut = len(ids)

@@ -14,7 +14,13 @@ import numpy as np
 
 from models.errors import InvalidRequest
 from models.piper.family import PiperVoice
-from models.speech import OPENAI_VOICES, nothing_to_speak, sentence_stream, unknown_voice
+from models.speech import (
+    OPENAI_VOICES,
+    nothing_to_speak,
+    sentence_stream,
+    split_first_clause,
+    unknown_voice,
+)
 from models.tasks import SpeechOptions, Voice
 from models.text.normalize import normalize_text
 from models.text.phonemize import phonemize
@@ -66,18 +72,20 @@ class PiperSynthesizer:
         raise unknown_voice(voice, self.name, ids)
 
     def _read_phoneme_ids(self, text: str) -> tuple[tuple[int, ...], ...]:
-        """Each sentence's phoneme ids (normalised, split, phonemized); `InvalidRequest` when none."""
+        """Each sentence's phoneme ids (normalised, split, phonemized; the first sentence's first clause on
+        its own, for early audio); `InvalidRequest` when none."""
         normalized = normalize_text(text, lang=self.voice.config.espeak_voice[:2])
-        ids = []
+        spoken: list[str] = []
         for sentence in split_sentences(normalized):
             try:
-                spoken = phonemize(sentence, voice=self.voice.config.espeak_voice)
+                spoken += phonemize(sentence, voice=self.voice.config.espeak_voice)
             except InvalidRequest:  # a sentence of emoji or symbols only: nothing to say there
                 continue
-            for phonemes in spoken:
-                seq = self.voice.phoneme_ids(phonemes)
-                if len(seq) > 3:  # more than ^ _ $: something to say
-                    ids.append(tuple(seq))
+        ids = []
+        for phonemes in split_first_clause(spoken):
+            seq = self.voice.phoneme_ids(phonemes)
+            if len(seq) > 3:  # more than ^ _ $: something to say
+                ids.append(tuple(seq))
         if not ids:
             raise nothing_to_speak()
         return tuple(ids)

@@ -28,6 +28,7 @@ from models.kokoro.model import HOP, Kokoro
 from models.kokoro.weights import to_mlx
 from models.weights import load_into
 from tests.support.kokoro import (
+    ONNX_ISTFT_GAIN,
     kokoro_state_dict,
     mel_db,
     no_source_noise,
@@ -138,11 +139,13 @@ def test_every_stage_matches_kmodel(ours: Kokoro, state: dict[str, np.ndarray], 
 @pytest.mark.reference
 def test_close_to_onnxruntime_on_the_int8_file(ours: Kokoro, style: np.ndarray) -> None:
     (audio_onnx,) = onnx_synthesis(IDS, style)
+    audio_onnx = audio_onnx / ONNX_ISTFT_GAIN  # its exported iSTFT is 1.5x torch.istft's amplitude
     audio = _run(ours, [IDS], style).audio[0]
     assert abs(len(audio) - len(audio_onnx)) <= 3 * HOP
     n = min(len(audio), len(audio_onnx))
     diff = np.abs(mel_db(audio_onnx[:n]) - mel_db(audio[:n]))
-    assert diff.mean() < 4.0, diff.mean()
+    print(f"log-mel distance from onnxruntime: {diff.mean():.2f} dB")
+    assert diff.mean() < 2.0, diff.mean()
 
 
 def test_a_row_in_a_batch_equals_the_row_alone(ours: Kokoro) -> None:
