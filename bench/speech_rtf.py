@@ -73,11 +73,12 @@ def measure_models(ours: Any, reference: Any, runs: int) -> list[dict[str, Any]]
         sentences = ["".join(s) for s in reference.phonemize(text)]
         ids = [voice.phoneme_ids(s) for s in sentences]
         cfg = SynthesisConfig()  # the voice's own noise and length scales
+        backend = voice.details["backend"]
         engines: dict[str, Callable[[], float]] = {
-            "ours (MLX)": lambda ids=ids: sum(
+            f"ours ({backend}), all sentences as one batch": lambda ids=ids: sum(
                 len(a) for a in voice.synthesize(ids, seed=list(range(len(ids))))
             ),
-            "ours, one sentence at a time": lambda ids=ids: sum(
+            f"ours ({backend}), one sentence at a time": lambda ids=ids: sum(
                 len(voice.synthesize([i], seed=0)[0]) for i in ids
             ),
             "piper-tts (onnxruntime)": lambda ids=ids, cfg=cfg: sum(
@@ -107,7 +108,7 @@ def measure_models(ours: Any, reference: Any, runs: int) -> list[dict[str, Any]]
                     "rtf": audio_s / median,
                 }
             )
-            print(f"{name:9s} {engine:30s} {audio_s:7.1f} s audio  {audio_s / median:6.1f}x", flush=True)
+            print(f"{name:9s} {engine:42s} {audio_s:7.1f} s audio  {audio_s / median:6.1f}x", flush=True)
     return rows
 
 

@@ -129,7 +129,8 @@ class Registry:
 
 
 def spec_from_mapping(data: Mapping[str, Any]) -> ModelSpec:
-    """Build a spec from a settings-file table: id, family, task, and exactly one of path/repo/package."""
+    """Build a spec from a settings-file table: id, family, task, and exactly one of path/repo/package (a
+    repo may name the `files` to fetch, as glob patterns)."""
     data = dict(data)
     kinds = [k for k in ("path", "repo", "package") if k in data]
     if len(kinds) != 1:
@@ -138,7 +139,11 @@ def spec_from_mapping(data: Mapping[str, Any]) -> ModelSpec:
     if "path" in data:
         source = LocalDir(str(data.pop("path")))
     elif "repo" in data:
-        source = HubRepo(str(data.pop("repo")), revision=data.pop("revision", None))
+        files = data.pop("files", None)  # glob patterns: a part of a large repo (one voice of piper-voices)
+        if files is not None and (isinstance(files, str) or not all(isinstance(f, str) for f in files)):
+            raise ValueError(f"model {data.get('id')!r}: files must be a list of glob patterns")
+        allow = tuple(files) if files is not None else None
+        source = HubRepo(str(data.pop("repo")), revision=data.pop("revision", None), allow_patterns=allow)
     else:
         source = PackageFiles(str(data.pop("package")), str(data.pop("subdir", "")))
     tuples = ("aliases", "capabilities", "default_for")

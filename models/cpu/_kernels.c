@@ -15,17 +15,12 @@
  * path; `use_simd(False)` forces the portable one (tests compare both against numpy). Work is split over
  * OpenMP threads where asked (`threads`), and the GIL is released while it runs.
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include "_ext.h"
 
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -440,16 +435,6 @@ static int get_matrix(PyObject *obj, Py_buffer *view, Py_ssize_t itemsize, int w
     return 0;
 }
 
-static int threads_arg(int requested) {
-#ifdef _OPENMP
-    int most = omp_get_num_procs();
-    return requested < 1 ? 1 : (requested > most ? most : requested);
-#else
-    (void)requested;
-    return 1;
-#endif
-}
-
 PyDoc_STRVAR(linear_f16_doc, "linear_f16(x, w, bias, out, threads)\n\n"
                              "out[M, N] = x[M, K] @ w[N, K].T + bias[N] (bias may be None); x, bias, out "
                              "float32, w float16; all C-contiguous; K a multiple of 8.");
@@ -848,12 +833,6 @@ static PyObject *py_simd(PyObject *self, PyObject *unused) {
     return PyBool_FromLong(hk_simd);
 }
 
-static PyObject *py_max_threads(PyObject *self, PyObject *unused) {
-    (void)self;
-    (void)unused;
-    return PyLong_FromLong(threads_arg(1 << 20));
-}
-
 static PyMethodDef methods[] = {
     {"linear_f16", (PyCFunction)(void (*)(void))py_linear_f16, METH_FASTCALL, linear_f16_doc},
     {"attend", (PyCFunction)(void (*)(void))py_attend, METH_FASTCALL, attend_doc},
@@ -863,7 +842,7 @@ static PyMethodDef methods[] = {
     {"layer_norm", (PyCFunction)(void (*)(void))py_layer_norm, METH_FASTCALL, layer_norm_doc},
     {"use_simd", py_use_simd, METH_O, "use_simd(flag) -> previous: the AVX2 paths where the CPU has them."},
     {"simd", py_simd, METH_NOARGS, "simd() -> whether the AVX2/FMA/F16C paths are in use."},
-    {"max_threads", py_max_threads, METH_NOARGS, "max_threads() -> processors OpenMP may use (1 without it)."},
+    EXT_MAX_THREADS_METHOD,
     {NULL, NULL, 0, NULL},
 };
 

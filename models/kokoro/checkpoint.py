@@ -210,6 +210,28 @@ def pth_state_dict(path: Path, config: KokoroConfig | None = None) -> dict[str, 
     return canonical(flat, config or KokoroConfig.default(), path.name)
 
 
+def safetensors_state_dict(path: Path, config: KokoroConfig | None = None) -> dict[str, np.ndarray]:
+    """A safetensors file of KModel's state dict → the canonical one: hexgrad's names (a `module.` prefix is
+    dropped), torch layouts, weight norm as weight_g/weight_v or folded, any float dtype (bf16 included).
+    This is the layout kokoro-mlx loads (`kokoro-v1_0.safetensors` beside config.json); shapes are checked,
+    so a file whose convolutions were stored in another layout is refused, not misread."""
+    import mlx.core as mx
+
+    path = Path(path)
+    try:
+        tensors = mx.load(str(path))
+    except Exception as exc:
+        raise WeightsError(f"cannot read {path.name}: {exc}") from None
+    assert isinstance(tensors, dict)
+    flat = {
+        k.removeprefix("module."): np.array(
+            v.astype(mx.float32) if mx.issubdtype(v.dtype, mx.floating) else v
+        )
+        for k, v in tensors.items()
+    }
+    return canonical(flat, config or KokoroConfig.default(), path.name)
+
+
 def canonical(flat: Mapping[str, np.ndarray], config: KokoroConfig, source: str) -> dict[str, np.ndarray]:
     """A KModel-named state dict (weight norm as weight_g/weight_v or folded; buffers and `OMITTED` entries
     allowed) → the canonical one."""

@@ -15,8 +15,16 @@ import mlx.core as mx
 import numpy as np
 from mlx.utils import tree_flatten
 
+from models.cpu import wants_cpu_path
+from models.cpu.conv import available as conv_kernel_built
 from models.errors import WeightsError
-from models.kokoro.checkpoint import pth_state_dict, read_voice_pack, read_voice_packs_npz
+from models.kokoro import FORMATS
+from models.kokoro.checkpoint import (
+    pth_state_dict,
+    read_voice_pack,
+    read_voice_packs_npz,
+    safetensors_state_dict,
+)
 from models.kokoro.config import KokoroConfig
 from models.kokoro.convert import onnx_state_dict
 from models.kokoro.model import Kokoro
@@ -26,23 +34,19 @@ from models.weights import load_into, read_config, read_safetensors
 
 VOICES_FILE = "voices.safetensors"
 STYLE_ROWS, STYLE_DIM = 510, 256
-BACKENDS = ("mlx", "cpu")  # what `options.backend` may ask for
 
 
 def choose_backend(model: Kokoro, prefer: str | None = None) -> tuple[str, str]:
     """The one place that decides how the generator runs: (backend, reason). On MLX's CPU device the
-    numpy generator (`cpu_generator.py`: im2col + OpenBLAS sgemm, ~1.6x the MLX CPU path's speed on this
-    machine, bench/speech_rtf.py) unless `options.backend = "mlx"`; the MLX model everywhere else."""
-    if prefer not in (None, *BACKENDS):
-        raise WeightsError(f"model option backend={prefer!r}: use one of {', '.join(BACKENDS)}")
-    on_cpu = mx.default_device() == mx.cpu
-    if prefer == "cpu" and not on_cpu:
-        raise WeightsError("model option backend='cpu' needs MLX's CPU device (this one runs on the GPU)")
-    if on_cpu and prefer != "mlx":
+    numpy generator (`cpu_generator.py`: convolutions in `models.cpu.conv`) unless `options.backend =
+    "mlx"`; the MLX model everywhere else."""
+    if wants_cpu_path(prefer):
         from models.kokoro.cpu_generator import CPUGenerator
 
         model.decoder.cpu_generator = CPUGenerator(model.decoder.generator)
-        return "cpu", "CPU: the MLX model, its iSTFTNet generator in numpy (im2col, OpenBLAS sgemm)"
+        kernel = "the C conv kernel" if conv_kernel_built() else "im2col + OpenBLAS sgemm"
+        return "cpu", f"CPU: the MLX model, its iSTFTNet generator in numpy ({kernel})"
+    on_cpu = mx.default_device() == mx.cpu
     model.decoder.cpu_generator = None
     if not on_cpu:  # one conv kernel each instead of k per-tap matmuls: launches are what a GPU waits on
         use_native_convs(model)
@@ -84,13 +88,16 @@ def convert_kokoro(src_dir: Path, fmt: str, dst_dir: Path) -> None:
             config_dict["vocab"] = vocab.get("vocab", vocab)
         config = KokoroConfig.from_dict(config_dict)
         state = onnx_state_dict(_one(src_dir, "*.onnx"), config)
-    elif fmt == "kokoro":
+    elif fmt in ("kokoro", "kokoro-safetensors"):
         if (src_dir / "config.json").is_file():
             config_dict = read_config(src_dir)
         config = KokoroConfig.from_dict(config_dict)
-        state = pth_state_dict(_one(src_dir, "*.pth"))
+        if fmt == "kokoro":
+            state = pth_state_dict(_one(src_dir, "*.pth"), config)
+        else:
+            state = safetensors_state_dict(_one(src_dir, "*.safetensors"), config)
     else:
-        raise WeightsError(f"the kokoro family converts 'kokoro-onnx' and 'kokoro', not {fmt!r}")
+        raise WeightsError(f"the kokoro family converts {', '.join(FORMATS)}, not {fmt!r}")
     model = Kokoro(config)
     load_into(model, to_mlx(state))  # strict: every parameter, every shape
     voices = read_voices(src_dir)

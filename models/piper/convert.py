@@ -31,8 +31,9 @@ from models.piper.model import Piper
 
 
 def find_voice(src_dir: Path) -> tuple[Path, Path]:
-    """The one `<voice>.onnx` of a voice directory and its `.onnx.json`."""
-    onnx_files = sorted(Path(src_dir).glob("*.onnx"))
+    """The one `<voice>.onnx` of a voice directory and its `.onnx.json`: at the top, or anywhere below it
+    (rhasspy/piper-voices keeps a voice at `<lang>/<locale>/<name>/<quality>/`)."""
+    onnx_files = sorted(Path(src_dir).glob("*.onnx")) or sorted(Path(src_dir).rglob("*.onnx"))
     if len(onnx_files) != 1:
         raise WeightsError(
             f"{src_dir}: expected one Piper voice (*.onnx), found {[p.name for p in onnx_files]}"

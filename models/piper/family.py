@@ -14,7 +14,10 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 
+from models.cpu import wants_cpu_path
+from models.cpu.conv import available as conv_kernel_built
 from models.errors import InvalidRequest, WeightsError
+from models.layers.conv import use_native_convs
 from models.piper.config import PiperConfig
 from models.piper.convert import convert_voice
 from models.piper.model import Piper
@@ -23,17 +26,38 @@ from models.weights import load_into, read_config, read_safetensors
 BOS, EOS, PAD = "^", "$", "_"
 
 
+def choose_backend(model: Piper, prefer: str | None = None) -> tuple[str, str]:
+    """The one place that decides how the HiFi-GAN generator runs, at load: (backend, reason). On MLX's CPU
+    device the model in numpy (`cpu_encoder.py`, `cpu_decoder.py`: convolutions in `models.cpu.conv`;
+    docs/benchmarks.md) unless `options.backend = "mlx"`; the MLX model elsewhere."""
+    if wants_cpu_path(prefer):
+        from models.piper.cpu_decoder import CPUDecoder
+        from models.piper.cpu_encoder import CPUEncoder
+
+        model.cpu_encoder = CPUEncoder(model)
+        model.cpu_decoder = CPUDecoder(model.flow, model.dec)
+        kernel = "the C conv kernel" if conv_kernel_built() else "im2col + OpenBLAS sgemm"
+        return "cpu", f"CPU: the Piper model in numpy over its MLX parameters (convolutions: {kernel})"
+    model.cpu_encoder = model.cpu_decoder = None
+    if mx.default_device() == mx.gpu:  # one conv kernel each instead of k per-tap matmuls
+        use_native_convs(model)
+        return "mlx", "the MLX model on the GPU, convolutions as mx.conv1d"
+    use_native_convs(model, False)
+    return "mlx", "the MLX model on the CPU (options.backend = 'mlx')"
+
+
 class PiperVoice:
     """A loaded Piper voice: float32 mono audio at `sample_rate` from phoneme ids."""
 
-    def __init__(self, model: Piper) -> None:
+    def __init__(self, model: Piper, backend: str = "mlx", reason: str | None = None) -> None:
         self.model = model
         self.config = model.config
         self.sample_rate = self.config.sample_rate
         names = sorted(self.config.speaker_id_map, key=self.config.speaker_id_map.__getitem__)
         self.voices: list[str] = names or ["default"]
         self.details = {
-            "backend": "mlx",
+            "backend": backend,
+            **({"backend_reason": reason} if reason else {}),
             "device": str(mx.default_device()),
             "sample_rate": self.sample_rate,
             "espeak_voice": self.config.espeak_voice,
@@ -120,7 +144,8 @@ class PiperFamily:
             raise WeightsError(f"{model_dir}/config.json has no phoneme_id_map")
         model = Piper(config)
         load_into(model, read_safetensors(model_dir))
-        return PiperSynthesizer(PiperVoice(model), getattr(spec, "id", Path(model_dir).name))
+        backend, reason = choose_backend(model, (getattr(spec, "options", None) or {}).get("backend"))
+        return PiperSynthesizer(PiperVoice(model, backend, reason), getattr(spec, "id", Path(model_dir).name))
 
     def convert(self, src_dir: Path, fmt: str, dst_dir: Path) -> None:
         if fmt != "piper":

@@ -11,7 +11,7 @@ host once, to size the frame axis.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import mlx.core as mx
@@ -406,6 +406,11 @@ class Piper(nn.Module):
         self.dp = StochasticDurationPredictor(config)
         self.flow = Flow(config)
         self.dec = Generator(config)
+        # on MLX's CPU device, both halves in numpy (chosen once at load by `family.choose_backend`; None: the
+        # MLX modules): `cpu_encoder.CPUEncoder` (ids, lengths, noise, length_scale, g) → (w, m, logs) and
+        # `cpu_decoder.CPUDecoder` (z_p, g, frames per row) → audio
+        self.cpu_encoder: Callable[..., tuple[mx.array, mx.array, mx.array]] | None = None
+        self.cpu_decoder: Callable[[mx.array, mx.array | None, list[int]], mx.array] | None = None
         if config.n_speakers > 1:
             self.emb_g = nn.Embedding(config.n_speakers, config.gin_channels)
 
@@ -423,11 +428,13 @@ class Piper(nn.Module):
         `keys`: one random key per row (its noise depends on nothing else), or None for no noise."""
         b, t = ids.shape
         mask = (mx.arange(t)[None, :] < lengths[:, None]).astype(mx.float32)[..., None]
-        x, m, logs = self.enc_p(ids, mask)
         if noise_w == 0 or keys is None:
             noise = mx.zeros((b, t, 2))
         else:
             noise = _row_noise(keys, [int(n) for n in np.array(lengths)], t, 2) * noise_w
+        if self.cpu_encoder is not None:
+            return (*self.cpu_encoder(ids, lengths, noise, length_scale, g), mask)
+        x, m, logs = self.enc_p(ids, mask)
         logw = self.dp(x, mask, noise, g)
         w = mx.ceil(mx.exp(logw) * mask * length_scale)
         return w[..., 0], m, logs, mask
@@ -475,9 +482,12 @@ class Piper(nn.Module):
         if noise_scale and keys_prior is not None:
             eps = _row_noise(keys_prior, [int(f) for f in frames], t_y, m_y.shape[-1])
             z_p = m_y + eps * mx.exp(logs_y) * noise_scale
-        z = self.flow.reverse(z_p, y_mask, g)
-        full = bool((frames == t_y).all())
-        audio = self.dec(z * y_mask, g, None if full else mx.array(frames.astype(np.int32)))
+        if self.cpu_decoder is not None:
+            audio = self.cpu_decoder(z_p, g, [int(f) for f in frames])
+        else:
+            z = self.flow.reverse(z_p, y_mask, g)
+            full = bool((frames == t_y).all())
+            audio = self.dec(z * y_mask, g, None if full else mx.array(frames.astype(np.int32)))
         hop = self.config.hop_length
         return Synthesis(audio=audio, lengths=[int(f) * hop for f in frames], durations=dur)
 

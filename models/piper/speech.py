@@ -43,10 +43,8 @@ class PiperSynthesizer:
         gpu = mx.default_device() == mx.gpu
         self.max_batch = GPU_BATCH if gpu else CPU_BATCH  # chosen once, at load
         self.details = dict(voice.details)
-        self.details.setdefault(
-            "backend_reason",
-            f"the MLX model on {'the GPU' if gpu else 'the CPU'}, sentences {self.max_batch} at a time",
-        )
+        reason = self.details.get("backend_reason") or f"the MLX model on {'the GPU' if gpu else 'the CPU'}"
+        self.details["backend_reason"] = f"{reason}; sentences {self.max_batch} at a time"
         # `check` (on the event loop, before the 200) and `synthesize_stream` (on the worker) need the same
         # phoneme ids: the recent texts' are kept, so espeak-ng reads a request's text once
         self._phoneme_ids = functools.lru_cache(maxsize=16)(self._read_phoneme_ids)

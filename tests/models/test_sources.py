@@ -326,3 +326,16 @@ def test_hub_unreachable_is_a_weights_error(tmp_path: Path, monkeypatch: pytest.
         resolve_source(HubRepo(REPO), tmp_path)
     assert dead in str(info.value)
     assert not os.path.exists(tmp_path / "hub" / "models--acme--tiny-model" / "snapshots")
+
+
+def test_a_settings_table_names_the_files_of_a_repo() -> None:
+    from models.registry import spec_from_mapping
+
+    base = {"id": "v", "family": "piper", "task": "speech", "repo": "rhasspy/piper-voices"}
+    spec = spec_from_mapping({**base, "files": ["en/en_US/joe/medium/*"]})
+    assert isinstance(spec.source, HubRepo)
+    assert spec.source.allow_patterns == ("en/en_US/joe/medium/*",)
+    assert spec_from_mapping(base).source.allow_patterns is None  # type: ignore[union-attr]
+    for bad in ("en/*", ["en/*", 3]):
+        with pytest.raises(ValueError, match="files must be a list of glob patterns"):
+            spec_from_mapping({**base, "files": bad})

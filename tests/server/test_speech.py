@@ -87,8 +87,9 @@ def test_voices_and_voice_forms(base_url: str, client: openai.OpenAI) -> None:
     info = httpx.get(f"{base_url}/v1/models/tts-1").json()
     assert (
         info["loaded"]
-        and info["backend"] == "mlx"
-        and info["backend_reason"].startswith("the MLX model on the CPU")
+        and info["backend"] == "cpu"
+        and info["backend_reason"].startswith("CPU: the Piper model in numpy")
+        and info["backend_reason"].endswith("sentences 1 at a time")
     )
     by_name = client.audio.speech.create(model="tts-1", voice="nova", input="Hello.", response_format="wav")
     body = {"model": "tts-1", "input": "Hello.", "voice": {"id": voice["id"]}, "response_format": "wav"}

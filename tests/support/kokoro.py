@@ -258,3 +258,55 @@ def mel_db(audio: np.ndarray, sample_rate: int = 24_000) -> np.ndarray:
     mel = mel_filterbank_np(sample_rate, n_fft, 80).astype(np.float64) @ power.T
     db = 10 * np.log10(np.maximum(mel, 1e-10))
     return np.maximum(db, db.max() - 80.0)
+
+
+# ------------------------------------------------------------------- what users download, made from ours
+
+
+def weight_normed() -> set[str]:
+    """KModel's weight-normed modules (their checkpoints carry weight_g and weight_v)."""
+    return {
+        n.removesuffix(".weight_g") for n, _ in random_kmodel().named_parameters() if n.endswith("weight_g")
+    }
+
+
+def unfolded(state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A canonical dict with weight norm as checkpoints store it: v = the weight, g = its norm over all axes
+    but the first (an all-zero row, which int8 rounding makes in depthwise taps, gets v = 1, g = 0)."""
+    normed = weight_normed()
+    out: dict[str, np.ndarray] = {}
+    for name, value in state.items():
+        module = name.removesuffix(".weight")
+        if name.endswith(".weight") and module in normed:
+            g = np.sqrt((value.astype(np.float64) ** 2).sum(axis=tuple(range(1, value.ndim)), keepdims=True))
+            out[f"{module}.weight_v"] = np.where(g > 0, value, 1.0).astype(np.float32)
+            out[f"{module}.weight_g"] = g.astype(np.float32)
+        else:
+            out[name] = value
+    return out
+
+
+def write_hexgrad_repo(state: Mapping[str, np.ndarray], folder: Path, *, safetensors: bool = False) -> Path:
+    """hexgrad/Kokoro-82M's layout holding `state`: config.json, kokoro-v1_0.pth ({"bert": {"module.…":
+    tensor}, …} written by torch.save) or, with `safetensors`, kokoro-v1_0.safetensors (the flat state dict,
+    kokoro-mlx's layout), and voices/af_heart.pt."""
+    import json
+
+    import mlx.core as mx
+    import torch
+
+    (folder / "voices").mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(KokoroConfig.default().to_dict()))
+    shutil.copy(data_file("kokoro-voices/af_heart.pt"), folder / "voices")
+    flat = unfolded(state)
+    if safetensors:
+        mx.save_safetensors(
+            str(folder / "kokoro-v1_0.safetensors"), {k: mx.array(v) for k, v in flat.items()}
+        )
+    else:
+        groups: dict[str, dict[str, Any]] = {}
+        for name, value in flat.items():
+            group, rest = name.split(".", 1)
+            groups.setdefault(group, {})[f"module.{rest}"] = torch.from_numpy(np.ascontiguousarray(value))
+        torch.save(groups, folder / "kokoro-v1_0.pth")
+    return folder

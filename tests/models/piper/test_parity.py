@@ -1,6 +1,7 @@
 """Parity with piper-tts 1.8.0 (onnxruntime, fp32) on the same .onnx, deterministic (noise_scale = noise_w = 0),
-the same phoneme ids fed to both. Measured on this CPU: waveform max |diff| ≈ 1.2e-5, correlation
-> 0.99999999; durations identical; encoder outputs within ~1e-5."""
+the same phoneme ids fed to both, through both backends (the MLX model, and the numpy flow and generator
+that the CPU runs). Measured on this CPU: waveform max |diff| ≈ 1.2e-5, correlation > 0.99999999;
+durations identical; encoder outputs within ~1e-5."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from models.piper.family import PiperVoice
+from models.piper.family import PiperVoice, choose_backend
 from tests.support.piper import ONNX_NAME, PHRASES
 
 pytestmark = [pytest.mark.reference]
@@ -20,6 +21,15 @@ pytestmark = [pytest.mark.reference]
 MAX_ABS = 2e-4  # waveform, float32 vs onnxruntime fp32 (measured ≈ 1.2e-5)
 MIN_CORR = 0.9999
 ENC_ATOL = 1e-4  # prior mean (measured ≈ 1e-5)
+
+
+@pytest.fixture(params=["cpu", "mlx"])
+def backend(voice: PiperVoice, request: pytest.FixtureRequest) -> Any:
+    """The voice on one backend (the MLX modules, or the numpy model); the load-time choice is restored
+    after."""
+    assert choose_backend(voice.model, request.param)[0] == request.param
+    yield request.param
+    choose_backend(voice.model)
 
 
 def _reference_audio(reference: Any, ids: list[int]) -> np.ndarray:
@@ -35,7 +45,7 @@ def test_phoneme_ids_follow_piper(voice: PiperVoice, reference: Any, phrase: str
 
 
 @pytest.mark.parametrize("phrase", PHRASES)
-def test_waveform_matches_onnxruntime(voice: PiperVoice, reference: Any, phrase: str) -> None:
+def test_waveform_matches_onnxruntime(voice: PiperVoice, reference: Any, phrase: str, backend: str) -> None:
     ids = voice.phoneme_ids(phrase)
     ours = voice.synthesize([ids], noise_scale=0, noise_w=0, length_scale=1)[0]
     theirs = _reference_audio(reference, ids)
@@ -57,7 +67,9 @@ def intermediate_session(package_data: Path) -> Any:
 
 
 @pytest.mark.parametrize("phrase", PHRASES)
-def test_durations_and_encoder_match(voice: PiperVoice, intermediate_session: Any, phrase: str) -> None:
+def test_durations_and_encoder_match(
+    voice: PiperVoice, intermediate_session: Any, phrase: str, backend: str
+) -> None:
     ids = voice.phoneme_ids(phrase)
     feeds = {
         "input": np.array([ids], np.int64),
@@ -72,7 +84,7 @@ def test_durations_and_encoder_match(voice: PiperVoice, intermediate_session: An
     np.testing.assert_allclose(np.array(m)[0].T, m_p[0], atol=ENC_ATOL)
 
 
-def test_a_batch_equals_each_alone(voice: PiperVoice) -> None:
+def test_a_batch_equals_each_alone(voice: PiperVoice, backend: str) -> None:
     ids = [voice.phoneme_ids(PHRASES[0]), voice.phoneme_ids(PHRASES[1])]
     batch = voice.synthesize(ids, noise_scale=0, noise_w=0)
     alone = [voice.synthesize([i], noise_scale=0, noise_w=0)[0] for i in ids]
@@ -81,7 +93,7 @@ def test_a_batch_equals_each_alone(voice: PiperVoice) -> None:
         np.testing.assert_allclose(b, a, atol=5e-5)  # float rounding of padded shapes (measured 1e-5)
 
 
-def test_with_noise_a_row_depends_on_its_seed_alone(voice: PiperVoice) -> None:
+def test_with_noise_a_row_depends_on_its_seed_alone(voice: PiperVoice, backend: str) -> None:
     """Serving uses the voice's own noise: each row draws it from its own seed, so a sentence batched with
     others (of other requests) sounds as it does alone, and another seed changes it."""
     ids = [voice.phoneme_ids(PHRASES[0]), voice.phoneme_ids(PHRASES[1])]

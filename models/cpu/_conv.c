@@ -1,0 +1,303 @@
+/* Direct 1-D convolution for vocoders on the CPU (channels last, float32): an implicit GEMM.
+ *
+ * out[t, n] = bias[n] + sum_j sum_c x[t*stride + j*dilation, c] * w[j, c, n]
+ *
+ * x is (T_in, C) and already padded, out is (T_out, N); w (K, C, N) is packed once (`pack`) into panels
+ * (ceil(N/16), K*C, 16), zero past N, so a tile's weights are one contiguous stream. Why not im2col + sgemm: HiFi-GAN and iSTFTNet run their last stages with 32 to 128 channels
+ * over 10^4-10^5 frames, where an im2col copy is as large as the product and sgemm's packing dominates
+ * (numpy + OpenBLAS: ~40 GFLOP/s at 64->32 channels on this 2-core EPYC; MLX's per-tap matmuls ~16,
+ * ../shared/docs/MLX-CPU.md). Here the rows of the virtual im2col matrix are read in place: a tile of
+ * 6 output rows x 16 output channels is accumulated in 12 AVX2 registers over every (tap, channel), each
+ * weight vector loaded once per tile and each input value broadcast once per row (~220 GFLOP/s on this
+ * 2-core EPYC, the FMA peak). Output rows are split into chunks of 96 (a panel stays in L1/L2 while the
+ * chunk's rows stream), chunks over OpenMP threads, with the GIL released.
+ *
+ * The AVX2/FMA path is chosen at run time (`__builtin_cpu_supports`); a portable C loop gives the same
+ * sums in a different order (tests compare both, and the numpy fallback, against torch).
+ */
+#include "_ext.h"
+
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define CV_X86 1
+#define CV_AVX2 __attribute__((target("avx2,fma")))
+#else
+#define CV_X86 0
+#endif
+
+#define ROWS 6   /* output rows per register tile */
+#define COLS 16  /* output channels per register tile (two 8-float vectors) */
+#define CHUNK 96 /* output rows per thread work item */
+
+static int cv_simd = 0;
+
+typedef struct {
+    const float *x, *w, *bias, *res; /* w: packed panels; res: added to the output (may be it), or NULL */
+    float *out;
+    Py_ssize_t t_out, c_in, n, k, dilation, stride, panel; /* panel = K*C*16 floats */
+} Conv;
+
+/* The portable path: one output row at a time. */
+static void rows_generic(const Conv *p, Py_ssize_t t0, Py_ssize_t t1) {
+    for (Py_ssize_t t = t0; t < t1; t++) {
+        float *o = p->out + t * p->n;
+        for (Py_ssize_t n = 0; n < p->n; n++) o[n] = (p->bias ? p->bias[n] : 0.0f) + (p->res ? p->res[t * p->n + n] : 0.0f);
+        for (Py_ssize_t j = 0; j < p->k; j++) {
+            const float *xr = p->x + (t * p->stride + j * p->dilation) * p->c_in;
+            for (Py_ssize_t c = 0; c < p->c_in; c++) {
+                float v = xr[c];
+                const float *wr = p->w + (j * p->c_in + c) * COLS;
+                for (Py_ssize_t n = 0; n < p->n; n++) o[n] += v * wr[(n / COLS) * p->panel + n % COLS];
+            }
+        }
+    }
+}
+
+#if CV_X86
+static inline CV_AVX2 __m256i lane_mask(Py_ssize_t left) {
+    int32_t m[8];
+    for (int i = 0; i < 8; i++) m[i] = i < left ? -1 : 0;
+    return _mm256_loadu_si256((const __m256i *)m);
+}
+
+/* The hot tile: 6 output rows from t0 x output channels n0 .. n0 + 16, in 12 registers. */
+static inline CV_AVX2 void tile_full(const Conv *p, Py_ssize_t t0, Py_ssize_t n0, const float *res) {
+    __m256 b0 = _mm256_setzero_ps(), b1 = _mm256_setzero_ps();
+    if (p->bias) b0 = _mm256_loadu_ps(p->bias + n0), b1 = _mm256_loadu_ps(p->bias + n0 + 8);
+    __m256 a00 = b0, a01 = b1, a10 = b0, a11 = b1, a20 = b0, a21 = b1;
+    __m256 a30 = b0, a31 = b1, a40 = b0, a41 = b1, a50 = b0, a51 = b1;
+    const Py_ssize_t step = p->stride * p->c_in, c_in = p->c_in, n = p->n;
+    for (Py_ssize_t j = 0; j < p->k; j++) {
+        const float *xc = p->x + (t0 * p->stride + j * p->dilation) * c_in;
+        const float *wr = p->w + (n0 / COLS) * p->panel + j * c_in * COLS;
+        for (Py_ssize_t c = 0; c < c_in; c++, xc++, wr += COLS) {
+            __m256 w0 = _mm256_loadu_ps(wr), w1 = _mm256_loadu_ps(wr + 8), v;
+            v = _mm256_broadcast_ss(xc);
+            a00 = _mm256_fmadd_ps(v, w0, a00), a01 = _mm256_fmadd_ps(v, w1, a01);
+            v = _mm256_broadcast_ss(xc + step);
+            a10 = _mm256_fmadd_ps(v, w0, a10), a11 = _mm256_fmadd_ps(v, w1, a11);
+            v = _mm256_broadcast_ss(xc + 2 * step);
+            a20 = _mm256_fmadd_ps(v, w0, a20), a21 = _mm256_fmadd_ps(v, w1, a21);
+            v = _mm256_broadcast_ss(xc + 3 * step);
+            a30 = _mm256_fmadd_ps(v, w0, a30), a31 = _mm256_fmadd_ps(v, w1, a31);
+            v = _mm256_broadcast_ss(xc + 4 * step);
+            a40 = _mm256_fmadd_ps(v, w0, a40), a41 = _mm256_fmadd_ps(v, w1, a41);
+            v = _mm256_broadcast_ss(xc + 5 * step);
+            a50 = _mm256_fmadd_ps(v, w0, a50), a51 = _mm256_fmadd_ps(v, w1, a51);
+        }
+    }
+    float *o = p->out + t0 * n + n0;
+#define CV_STORE(r, lo, hi)                                                                                  \
+    {                                                                                                        \
+        __m256 l = lo, h = hi;                                                                               \
+        if (res) l = _mm256_add_ps(l, _mm256_loadu_ps(res + (r) * n)),                                       \
+                 h = _mm256_add_ps(h, _mm256_loadu_ps(res + (r) * n + 8));                                   \
+        _mm256_storeu_ps(o + (r) * n, l), _mm256_storeu_ps(o + (r) * n + 8, h);                              \
+    }
+    if (res) res += t0 * n + n0;
+    CV_STORE(0, a00, a01) CV_STORE(1, a10, a11) CV_STORE(2, a20, a21)
+    CV_STORE(3, a30, a31) CV_STORE(4, a40, a41) CV_STORE(5, a50, a51)
+#undef CV_STORE
+}
+
+/* Any other tile: fewer rows, or channels masked past N. */
+static CV_AVX2 void tile_edge(const Conv *p, Py_ssize_t t0, int rows, Py_ssize_t n0, const float *res) {
+    Py_ssize_t left = p->n - n0;
+    __m256i m0 = lane_mask(left), m1 = lane_mask(left - 8);
+    __m256 acc[ROWS][2];
+    __m256 b0 = _mm256_setzero_ps(), b1 = _mm256_setzero_ps();
+    if (p->bias) b0 = _mm256_maskload_ps(p->bias + n0, m0), b1 = _mm256_maskload_ps(p->bias + n0 + 8, m1);
+    for (int r = 0; r < rows; r++) acc[r][0] = b0, acc[r][1] = b1;
+    Py_ssize_t step = p->stride * p->c_in;
+    for (Py_ssize_t j = 0; j < p->k; j++) {
+        const float *xj = p->x + (t0 * p->stride + j * p->dilation) * p->c_in;
+        const float *wj = p->w + (n0 / COLS) * p->panel + j * p->c_in * COLS;
+        for (Py_ssize_t c = 0; c < p->c_in; c++) {
+            __m256 w0 = _mm256_loadu_ps(wj + c * COLS), w1 = _mm256_loadu_ps(wj + c * COLS + 8);
+            for (int r = 0; r < rows; r++) {
+                __m256 v = _mm256_broadcast_ss(xj + c + r * step);
+                acc[r][0] = _mm256_fmadd_ps(v, w0, acc[r][0]);
+                acc[r][1] = _mm256_fmadd_ps(v, w1, acc[r][1]);
+            }
+        }
+    }
+    for (int r = 0; r < rows; r++) {
+        Py_ssize_t at = (t0 + r) * p->n + n0;
+        __m256 lo = acc[r][0], hi = acc[r][1];
+        if (res) {
+            lo = _mm256_add_ps(lo, _mm256_maskload_ps(res + at, m0));
+            hi = _mm256_add_ps(hi, _mm256_maskload_ps(res + at + 8, m1));
+        }
+        _mm256_maskstore_ps(p->out + at, m0, lo);
+        _mm256_maskstore_ps(p->out + at + 8, m1, hi);
+    }
+}
+
+static CV_AVX2 void rows_avx2(const Conv *p, Py_ssize_t t0, Py_ssize_t t1) {
+    for (Py_ssize_t n0 = 0; n0 < p->n; n0 += COLS)
+        for (Py_ssize_t t = t0; t < t1; t += ROWS) {
+            if (t1 - t >= ROWS && p->n - n0 >= COLS)
+                tile_full(p, t, n0, p->res);
+            else
+                tile_edge(p, t, t1 - t < ROWS ? (int)(t1 - t) : ROWS, n0, p->res);
+        }
+}
+#endif
+
+static int get_f32(PyObject *obj, Py_buffer *view, int writable, int ndim, const char *what) {
+    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(obj, view, flags) < 0) return -1;
+    if (view->itemsize != 4 || view->ndim != ndim || view->format == NULL || strcmp(view->format, "f") != 0) {
+        PyErr_Format(PyExc_TypeError, "conv1d: %s must be a C-contiguous %d-D float32 array", what, ndim);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(conv1d_doc, "conv1d(x, w, bias, res, out, dilation, stride, threads)\n\n"
+                         "out[t, n] = res[t, n] + bias[n] + sum_j,c x[t*stride + j*dilation, c] * W[j, c, n]; "
+                         "x (T_in, C); w: W (K, C, N) packed as panels (ceil(N/16), K*C, 16), zero past N; "
+                         "bias (N,) or None; res (T_out, N) or None (it may be out); out (T_out, N) with "
+                         "(T_out - 1)*stride + (K - 1)*dilation < T_in; float32, C-contiguous (x already padded).");
+
+static PyObject *py_conv1d(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 8) {
+        PyErr_SetString(PyExc_TypeError, "conv1d(x, w, bias, res, out, dilation, stride, threads)");
+        return NULL;
+    }
+    Py_ssize_t dilation = PyLong_AsSsize_t(args[5]), stride = PyLong_AsSsize_t(args[6]);
+    int threads = threads_arg((int)PyLong_AsLong(args[7]));
+    if (PyErr_Occurred()) return NULL;
+    Py_buffer xb, wb, bb, rb, ob;
+    PyObject *result = NULL;
+    int have_bias = args[2] != Py_None, have_res = args[3] != Py_None;
+    if (get_f32(args[0], &xb, 0, 2, "x") < 0) return NULL;
+    if (get_f32(args[1], &wb, 0, 3, "w") < 0) goto fail_x;
+    if (have_bias && get_f32(args[2], &bb, 0, 1, "bias") < 0) goto fail_w;
+    if (have_res && get_f32(args[3], &rb, 0, 2, "res") < 0) goto fail_b;
+    if (get_f32(args[4], &ob, 1, 2, "out") < 0) goto fail_r;
+    {
+        Py_ssize_t c_in = xb.shape[1], n = ob.shape[1], kc = wb.shape[1];
+        Conv p = {xb.buf, wb.buf, have_bias ? bb.buf : NULL, have_res ? rb.buf : NULL, ob.buf, ob.shape[0], c_in,
+                  n, c_in ? kc / c_in : 0, dilation, stride, kc * COLS};
+        if (c_in < 1 || kc % c_in || wb.shape[2] != COLS || wb.shape[0] != (n + COLS - 1) / COLS ||
+            (have_bias && bb.shape[0] != n) || (have_res && (rb.shape[0] != ob.shape[0] || rb.shape[1] != n)) ||
+            dilation < 1 || stride < 1 || p.k < 1 ||
+            (p.t_out > 0 && (p.t_out - 1) * stride + (p.k - 1) * dilation >= xb.shape[0])) {
+            PyErr_SetString(PyExc_ValueError, "conv1d: shapes do not match");
+            goto fail_o;
+        }
+        Py_ssize_t chunks = (p.t_out + CHUNK - 1) / CHUNK;
+        int simd = cv_simd;
+        Py_BEGIN_ALLOW_THREADS
+#pragma omp parallel for num_threads(threads) if (threads > 1 && chunks > 1) schedule(dynamic, 1)
+        for (Py_ssize_t i = 0; i < chunks; i++) {
+            Py_ssize_t t0 = i * CHUNK, t1 = t0 + CHUNK < p.t_out ? t0 + CHUNK : p.t_out;
+#if CV_X86
+            if (simd)
+                rows_avx2(&p, t0, t1);
+            else
+#endif
+                rows_generic(&p, t0, t1);
+        }
+        Py_END_ALLOW_THREADS
+        (void)simd;
+        Py_INCREF(Py_None);
+        result = Py_None;
+    }
+fail_o:
+    PyBuffer_Release(&ob);
+fail_r:
+    if (have_res) PyBuffer_Release(&rb);
+fail_b:
+    if (have_bias) PyBuffer_Release(&bb);
+fail_w:
+    PyBuffer_Release(&wb);
+fail_x:
+    PyBuffer_Release(&xb);
+    return result;
+}
+
+PyDoc_STRVAR(leaky_pad_doc, "leaky_pad(x, slope, out, threads)\n\n"
+                            "out[pad:pad + T] = max(x, slope*x) with zero rows around it: x (T, C), out (T + 2*pad, C), "
+                            "float32, C-contiguous (an activation and a conv's zero padding in one pass).");
+
+static PyObject *py_leaky_pad(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "leaky_pad(x, slope, out, threads)");
+        return NULL;
+    }
+    float slope = (float)PyFloat_AsDouble(args[1]);
+    int threads = threads_arg((int)PyLong_AsLong(args[3]));
+    if (PyErr_Occurred()) return NULL;
+    Py_buffer xb, ob;
+    if (get_f32(args[0], &xb, 0, 2, "x") < 0) return NULL;
+    if (get_f32(args[2], &ob, 1, 2, "out") < 0) {
+        PyBuffer_Release(&xb);
+        return NULL;
+    }
+    Py_ssize_t t = xb.shape[0], c = xb.shape[1], extra = ob.shape[0] - t;
+    if (ob.shape[1] != c || extra < 0 || extra % 2) {
+        PyErr_SetString(PyExc_ValueError, "leaky_pad: shapes do not match");
+        PyBuffer_Release(&ob);
+        PyBuffer_Release(&xb);
+        return NULL;
+    }
+    const float *x = xb.buf;
+    float *o = ob.buf;
+    Py_ssize_t pad = extra / 2, n = t * c, block = 1 << 16, blocks = (n + block - 1) / block;
+    Py_BEGIN_ALLOW_THREADS
+    memset(o, 0, (size_t)(pad * c) * sizeof(float));
+    memset(o + (pad + t) * c, 0, (size_t)(pad * c) * sizeof(float));
+    float *body = o + pad * c;
+#pragma omp parallel for num_threads(threads) if (threads > 1 && blocks > 1) schedule(static)
+    for (Py_ssize_t g = 0; g < blocks; g++) {
+        Py_ssize_t s0 = g * block, s1 = s0 + block < n ? s0 + block : n;
+        for (Py_ssize_t i = s0; i < s1; i++) { /* vectorised by the compiler (-O3) */
+            float v = x[i], u = slope * v;
+            body[i] = v > u ? v : u;
+        }
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&ob);
+    PyBuffer_Release(&xb);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_use_simd(PyObject *self, PyObject *flag) {
+    (void)self;
+    int before = cv_simd;
+#if CV_X86
+    __builtin_cpu_init();
+    cv_simd = PyObject_IsTrue(flag) && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+    (void)flag;
+    cv_simd = 0;
+#endif
+    return PyBool_FromLong(before);
+}
+
+static PyMethodDef methods[] = {
+    {"conv1d", (PyCFunction)(void (*)(void))py_conv1d, METH_FASTCALL, conv1d_doc},
+    {"leaky_pad", (PyCFunction)(void (*)(void))py_leaky_pad, METH_FASTCALL, leaky_pad_doc},
+    {"use_simd", py_use_simd, METH_O, "use_simd(flag) -> previous: the AVX2 path where the CPU has it."},
+    EXT_MAX_THREADS_METHOD,
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_conv", "Direct 1-D convolution (see the C source).",
+                                    -1, methods, NULL, NULL, NULL, NULL};
+
+PyMODINIT_FUNC PyInit__conv(void) {
+    PyObject *mod = PyModule_Create(&module);
+    if (mod == NULL) return NULL;
+    PyObject *on = py_use_simd(NULL, Py_True);
+    Py_XDECREF(on);
+    return mod;
+}
