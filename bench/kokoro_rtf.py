@@ -172,7 +172,9 @@ def kokoro_mlx_engine(ctx: dict[str, Any]) -> tuple[str, Callable[[list[int], An
     return f"kokoro-mlx {importlib.metadata.version('kokoro-mlx')} (MLX {mx.__version__})", run
 
 
-def measure_models(ctx: dict[str, Any], runs: int, texts: dict[str, str]) -> list[dict[str, Any]]:
+def measure_models(
+    ctx: dict[str, Any], runs: int, texts: dict[str, str], skip: tuple[str, ...] = ()
+) -> list[dict[str, Any]]:
     import mlx.core as mx
     import numpy as np
 
@@ -186,7 +188,10 @@ def measure_models(ctx: dict[str, Any], runs: int, texts: dict[str, str]) -> lis
             [Row(tuple(ids), VOICE, 1.0)]
         )[0]
     }
-    for make in (torch_engine, onnx_engine, kokoro_mlx_engine):
+    makers = {"torch": torch_engine, "onnx": onnx_engine, "kokoro-mlx": kokoro_mlx_engine}
+    for key, make in makers.items():
+        if key in skip:
+            continue
         try:
             name, fn = make(ctx)
             engines[name] = fn
@@ -212,6 +217,13 @@ def measure_models(ctx: dict[str, Any], runs: int, texts: dict[str, str]) -> lis
             other = mel_db(audio)
             n = min(other.shape[1], reference.shape[1])  # (mels, frames)
             distance[engine] = float(np.abs(other[:, :n] - reference[:, :n]).mean())
+        # ours as the server runs a long text: `max_batch` sentences per call (8 on a GPU: the decoder's
+        # masked batch), timed beside the one-sentence-at-a-time figure of every engine
+        batched = f"ours, {ours.max_batch} sentences per batch"
+        if len(sents) > 1 and ours.max_batch > 1:
+            times[batched] = []
+            distance[batched] = distance[next(iter(engines))]
+            ours.synthesize([Row(tuple(i), VOICE, 1.0) for i in sents[: ours.max_batch]])  # warm-up
         for _ in range(runs if text_name == "sentence" else max(1, runs // 2)):
             for engine, fn in engines.items():
                 seconds, n = timed(
@@ -221,7 +233,19 @@ def measure_models(ctx: dict[str, Any], runs: int, texts: dict[str, str]) -> lis
                 )
                 times[engine].append(seconds)
                 samples[engine] = n
-        for engine in engines:
+            if batched in times:
+                rows_in = [Row(tuple(i), VOICE, 1.0) for i in sents]
+                step = ours.max_batch
+                seconds, n = timed(
+                    lambda rows_in=rows_in, step=step: sum(
+                        len(a)
+                        for k in range(0, len(rows_in), step)
+                        for a in ours.synthesize(rows_in[k : k + step])
+                    )
+                )
+                times[batched].append(seconds)
+                samples[batched] = n
+        for engine in times:
             audio_s = samples[engine] / 24_000
             median = statistics.median(times[engine])
             if audio_s / median < SLOW:
@@ -269,7 +293,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "voice": VOICE,
         "backend": ctx["ours"].details["backend_reason"],
         "runs": args.runs,
-        "models": measure_models(ctx, args.runs, texts),
+        "models": measure_models(ctx, args.runs, texts, tuple(args.skip)),
         "http": []
         if args.no_http
         else measure_http(args.runs, models=models, voice=VOICE, texts=texts, cache=cache),
@@ -304,6 +328,9 @@ def main() -> None:
         "--onnx-dir", type=Path, help="a folder with the int8 ONNX file (instead of the PyPI parts)"
     )
     p.add_argument("--no-http", action="store_true", help="model timings only (no server)")
+    p.add_argument(
+        "--skip", nargs="+", default=[], choices=["torch", "onnx", "kokoro-mlx"], help="peers not to run"
+    )
     run_and_report(p.parse_args(), measure, table)
 
 

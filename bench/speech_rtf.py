@@ -41,21 +41,35 @@ PARAGRAPH = (
 TEXTS = {"sentence": SENTENCE, "2-minute": PARAGRAPH * 9}
 
 
-def load() -> tuple[Any, Any, Any]:
-    """(our voice, piper-tts's voice, the spec) on the embedded en_US-joe-medium."""
+def load(voice_dir: Path | None = None) -> tuple[Any, Any, Any]:
+    """(our voice, piper-tts's voice, the spec) on the embedded en_US-joe-medium, or on the voice in
+    `voice_dir` (a folder with its .onnx and .onnx.json: machines without the PyPI package)."""
     from piper import PiperVoice as Reference
 
     from models.families import builtin_models, get_family
-    from models.registry import Registry
+    from models.registry import Registry, spec_from_mapping
     from models.sources import resolve_source
     from models.weights import model_dir
 
-    spec = Registry(builtin_models()).get("tts-1")
+    if voice_dir is None:
+        spec = Registry(builtin_models()).get("tts-1")
+    else:
+        spec = spec_from_mapping(_voice_table(voice_dir))
     cache = Path(tempfile.gettempdir()) / "mlx-audio-bench"
     ours = get_family(spec.family).load(model_dir(spec, cache), spec)
     src = resolve_source(spec.source, cache)
     reference = Reference.load(next(src.glob("*.onnx")))
     return ours, reference, spec
+
+
+def _voice_table(voice_dir: Path) -> dict[str, Any]:
+    return {
+        "id": "piper-voice",
+        "family": "piper",
+        "task": "speech",
+        "format": "piper",
+        "path": str(voice_dir),
+    }
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
@@ -134,6 +148,7 @@ def measure_http(
     texts: dict[str, str] = TEXTS,
     cache: Path | None = None,
     concurrency: tuple[int, ...] = (1, 8),
+    model: str = "tts-1",
 ) -> list[dict[str, Any]]:
     """Time to the first audio byte and to the end over HTTP (pcm), with 1 and with N concurrent requests
     (N clients start together; the figures are medians over the requests)."""
@@ -146,12 +161,12 @@ def measure_http(
     rows = []
     settings = Settings(
         cache_dir=cache or Path(tempfile.gettempdir()) / "mlx-audio-bench",
-        preload=["tts-1"],
+        preload=[model],
         models=models or [],
     )
     with serve(create_app(settings), timeout=900) as base:
         for name, text in texts.items():
-            body = {"model": "tts-1", "input": text[:4096], "voice": voice, "response_format": "pcm"}
+            body = {"model": model, "input": text[:4096], "voice": voice, "response_format": "pcm"}
             _first_byte(base, body)  # warm-up
             for n in concurrency:
                 if n > 1 and name != "sentence":
@@ -188,7 +203,14 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     import mlx.core as mx
     import numpy as np
 
-    ours, reference, spec = load()
+    ours, reference, spec = load(args.voice_dir)
+    models = measure_models(ours, reference, args.runs)
+    if args.no_http:
+        http: list[dict[str, Any]] = []
+    elif args.voice_dir is None:
+        http = measure_http(args.runs)
+    else:
+        http = measure_http(args.runs, models=[_voice_table(args.voice_dir)], model="piper-voice")
     return {
         "machine": {
             "platform": platform.platform(),
@@ -199,8 +221,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         },
         "model": spec.id,
         "runs": args.runs,
-        "models": measure_models(ours, reference, args.runs),
-        "http": measure_http(args.runs),
+        "models": models,
+        "http": http,
     }
 
 
@@ -230,6 +252,8 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--report", action="store_true", help="print the table from --out and exit")
+    p.add_argument("--voice-dir", type=Path, help="a Piper voice folder instead of the PyPI package")
+    p.add_argument("--no-http", action="store_true", help="model timings only (no server)")
     run_and_report(p.parse_args(), measure, table)
 
 

@@ -14,7 +14,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from dsp.spectral import istft, stft
-from models.kokoro.blocks import AdainResBlk1d, AdaINResBlock1, leaky_relu
+from models.kokoro.blocks import AdainResBlk1d, AdaINResBlock1, leaky_relu, masked
 from models.kokoro.config import KokoroConfig
 from models.layers.conv import ConvTranspose1d, DilatedConv1d
 
@@ -111,27 +111,49 @@ class Generator(nn.Module):
         spec = stft(source, self.n_fft, self.hop, "hann")  # (B, n_freq, frames), reflect-padded
         return mx.concatenate([mx.abs(spec), mx.arctan2(spec.imag, spec.real)], axis=1).transpose(0, 2, 1)
 
-    def __call__(self, x: mx.array, s: mx.array, har: mx.array) -> mx.array:
-        """x (B, L, C) and the source's `harmonics` → audio (B, L · prod(rates) · hop)."""
+    def spectrum(self, x: mx.array, s: mx.array, har: mx.array, lengths: list[int] | None = None) -> mx.array:
+        """x (B, L, C) and the source's `harmonics` → the generator's output frames (B, L·prod(rates) + 1,
+        n_fft + 2) (log-magnitudes, then phases). `lengths`: each row's valid input frames in a padded
+        batch (its `har` zero past its own frames): every convolution's input is zeroed past the row's end
+        and every instance norm takes the row's own frames, so a row's frames are what it gives alone."""
         last = len(self.ups) - 1
+        mask = None if lengths is None else _frames_mask(lengths, x.shape[1])
+        valid = lengths
         for i, up in enumerate(self.ups):
-            x = leaky_relu(x, 0.1)
-            x_source = self.noise_res[i](self.noise_convs[i](har), s)
+            if valid is not None:  # the next stage's valid frames: × the rate, + 1 for the reflection pad
+                valid = [v * up.stride + (1 if i == last else 0) for v in valid]
+            next_mask = None if valid is None else _frames_mask(valid, max(valid))
+            x = masked(leaky_relu(x, 0.1), mask)
+            x_source = self.noise_res[i](self.noise_convs[i](har), s, next_mask)
             x = up(x)
             if i == last:  # ReflectionPad1d((1, 0))
                 x = mx.concatenate([x[:, 1:2], x], axis=1)
             x = x + x_source
             blocks = self.resblocks[i * self.num_kernels : (i + 1) * self.num_kernels]
-            xs = blocks[0](x, s)
+            xs = blocks[0](x, s, next_mask)
             for block in blocks[1:]:
-                xs = xs + block(x, s)
+                xs = xs + block(x, s, next_mask)
             x = xs / self.num_kernels
-        x = self.conv_post(leaky_relu(x, 0.01))
+            mask = next_mask
+        return self.conv_post(masked(leaky_relu(x, 0.01), mask))
+
+    def audio(self, frames: mx.array) -> mx.array:
+        """The generator's output frames (B, F, n_fft + 2) → audio (B, (F − 1)·hop): magnitudes and phases
+        through the inverse STFT."""
         n_freq = self.n_fft // 2 + 1
-        mag = mx.exp(x[..., :n_freq])
-        phase = mx.sin(x[..., n_freq:])
+        mag = mx.exp(frames[..., :n_freq])
+        phase = mx.sin(frames[..., n_freq:])
         spec = (mag * mx.cos(phase) + 1j * (mag * mx.sin(phase))).transpose(0, 2, 1)
         return istft(spec, self.hop, "hann", n_fft=self.n_fft)
+
+    def __call__(self, x: mx.array, s: mx.array, har: mx.array) -> mx.array:
+        """x (B, L, C) and the source's `harmonics` → audio (B, L · prod(rates) · hop)."""
+        return self.audio(self.spectrum(x, s, har))
+
+
+def _frames_mask(lengths: list[int], width: int) -> mx.array:
+    """(B, width, 1) float: 1 inside each row's first `lengths[b]` frames."""
+    return (mx.arange(width)[None, :] < mx.array(lengths)[:, None]).astype(mx.float32)[..., None]
 
 
 class StrideTwoConv(nn.Module):
@@ -173,14 +195,17 @@ class Decoder(nn.Module):
         # (`cpu_generator.CPUGenerator`, chosen once at load by `family.choose_backend`)
         self.cpu_generator: Callable[[mx.array, mx.array, mx.array], mx.array] | None = None
 
-    def features(self, asr: mx.array, f0_curve: mx.array, n_curve: mx.array, s: mx.array) -> mx.array:
-        """The generator's input: asr (B, F, hidden), curves (B, 2F), s (B, style) → (B, 2F, 512)."""
+    def features(
+        self, asr: mx.array, f0_curve: mx.array, n_curve: mx.array, s: mx.array, mask: mx.array | None = None
+    ) -> mx.array:
+        """The generator's input: asr (B, F, hidden), curves (B, 2F), s (B, style) → (B, 2F, 512). `mask`
+        (B, F, 1): each row's frames in a padded batch (its curves zero past its end)."""
         f0 = self.F0_conv(f0_curve)[..., None]
         n = self.N_conv(n_curve)[..., None]
-        x = self.encode(mx.concatenate([asr, f0, n], axis=-1), s)
+        x = self.encode(mx.concatenate([asr, f0, n], axis=-1), s, mask)
         asr_res = self.asr_res[0](asr)
         for block in self.decode:  # the last one upsamples: no block follows it at the frame rate
-            x = block(mx.concatenate([x, asr_res, f0, n], axis=-1), s)
+            x = block(mx.concatenate([x, asr_res, f0, n], axis=-1), s, mask)
         return x
 
     def __call__(
@@ -197,3 +222,31 @@ class Decoder(nn.Module):
         x = self.features(asr, f0_curve, n_curve, s)
         run = self.cpu_generator or self.generator
         return run(x, s, self.generator.harmonics(f0_curve, noise_scale, key))
+
+    def batch(
+        self,
+        asr: mx.array,
+        f0_curve: mx.array,
+        n_curve: mx.array,
+        s: mx.array,
+        frames: list[int],
+        *,
+        noise_scale: float = 1.0,
+        keys: list[mx.array | None],
+    ) -> list[mx.array]:
+        """Rows of different lengths in one pass (the GPU's path: one set of launches for the batch):
+        asr (B, F, hidden) and curves (B, 2F) padded past each row's `frames[b]` → audio per row, each what
+        the row gives alone (up to float rounding). Each row's source is drawn alone, from its own key."""
+        mask = _frames_mask(frames, asr.shape[1])
+        curve_mask = mx.repeat(mask, 2, axis=1)[..., 0]
+        f0_curve, n_curve = f0_curve * curve_mask, n_curve * curve_mask
+        x = self.features(asr * mask, f0_curve, n_curve, s, mask)
+        gen = self.generator
+        sources = [
+            gen.harmonics(f0_curve[b : b + 1, : 2 * nf], noise_scale, keys[b]) for b, nf in enumerate(frames)
+        ]
+        width = max(h.shape[1] for h in sources)
+        har = mx.concatenate([mx.pad(h, [(0, 0), (0, width - h.shape[1]), (0, 0)]) for h in sources])
+        out = gen.spectrum(x, s, har, [2 * nf for nf in frames])
+        hop = math.prod(up.stride for up in gen.ups)
+        return [gen.audio(out[b : b + 1, : 2 * nf * hop + 1])[0] for b, nf in enumerate(frames)]

@@ -93,9 +93,18 @@ class Kokoro(nn.Module):
         en = mx.take_along_axis(d, idx, axis=1) * fmask
         asr = mx.take_along_axis(t_en, idx, axis=1) * fmask
         f0, n = self.predictor.f0_n(en, style[:, self.config.style_dim :], frame_lengths, fmask)
+        keys = [
+            None if not noise_scale or seeds is None else mx.random.key(seeds[b])
+            for b in range(len(n_frames))
+        ]
+        if len(n_frames) > 1 and self.decoder.cpu_generator is None:  # one masked pass for the batch
+            rows = self.decoder.batch(
+                asr, f0, n, style[:, : self.config.style_dim], n_frames, noise_scale=noise_scale, keys=keys
+            )
+            return KokoroOutput(audio=[np.array(r, np.float32) for r in rows], durations=durations)
         audio = []
         for b, nf in enumerate(n_frames):
-            key = None if not noise_scale or seeds is None else mx.random.key(seeds[b])
+            key = keys[b]
             wav = self.decoder(
                 asr[b : b + 1, :nf],
                 f0[b : b + 1, : 2 * nf],

@@ -154,12 +154,17 @@ def test_a_row_in_a_batch_equals_the_row_alone(ours: Kokoro) -> None:
     through the arbitrary phases of near-silent source bins, and its log-mel spectrogram by ~0.1 dB."""
     pack = voice_pack("af_heart")
     styles = np.concatenate([style_for(pack, IDS), style_for(voice_pack("am_echo"), SECOND)])
-    both = _run(ours, [IDS, SECOND], styles)
+    both = _run(ours, [IDS, SECOND], styles)  # the decoder's masked batch (the GPU's path)
+    noisy = _run(ours, [IDS, SECOND], styles, noise=1.0, seeds=[3, 4])
     for i, row in enumerate([IDS, SECOND]):
         alone = _run(ours, [row], styles[i : i + 1])
         np.testing.assert_array_equal(both.durations[i], alone.durations[0])
         assert len(both.audio[i]) == len(alone.audio[0])
         assert np.abs(mel_db(both.audio[i]) - mel_db(alone.audio[0])).mean() < 0.5
+        # with the source's noise on, a row's noise comes from its own seed, batched or not
+        noisy_alone = _run(ours, [row], styles[i : i + 1], noise=1.0, seeds=[3 + i]).audio[0]
+        assert len(noisy.audio[i]) == len(noisy_alone)
+        assert np.abs(mel_db(noisy.audio[i]) - mel_db(noisy_alone)).mean() < 0.5
 
 
 def test_source_noise_is_seeded(ours: Kokoro, style: np.ndarray) -> None:
