@@ -1,23 +1,26 @@
-/* Direct 1-D convolution for vocoders on the CPU (channels last, float32): an implicit GEMM.
+/* The vocoders' CPU kernels (channels last, float32): a direct 1-D convolution, and the activations
+ * that surround it (leaky ReLU with zero padding; iSTFTNet's AdaIN + Snake).
  *
- * out[t, n] = bias[n] + sum_j sum_c x[t*stride + j*dilation, c] * w[j, c, n]
+ * conv1d: out[t, n] = res[t, n] + bias[n] + sum_j sum_c x[t*stride + j*dilation, c] * w[j, c, n], an
+ * implicit GEMM. x is (T_in, C) and already padded, out is (T_out, N); w (K, C, N) is packed once, at
+ * load (`models/cpu/conv.py:ConvWeight`), into panels (ceil(N/16), K*C, 16), zero past N, so a tile's
+ * weights are one contiguous stream. Why not im2col + sgemm: HiFi-GAN and iSTFTNet run their last stages
+ * with 32 to 128 channels over 10^4-10^5 frames, where an im2col copy is as large as the product and
+ * sgemm's packing dominates (numpy + OpenBLAS: ~15-40 GFLOP/s at 32-64 channels on this 2-core EPYC;
+ * MLX's per-tap matmuls ~16-50, ../shared/docs/MLX-CPU.md). Here the rows of the virtual im2col matrix are
+ * read in place: a tile of 6 output rows x 16 output channels is accumulated in 12 AVX2 registers over
+ * every (tap, channel), each weight vector loaded once per tile and each input value broadcast once per
+ * row (~220 GFLOP/s on this 2-core EPYC, its FMA peak). Output rows are split into chunks of 96 (a panel
+ * stays in L1/L2 while the chunk's rows stream), chunks over OpenMP threads, with the GIL released.
  *
- * x is (T_in, C) and already padded, out is (T_out, N); w (K, C, N) is packed once (`pack`) into panels
- * (ceil(N/16), K*C, 16), zero past N, so a tile's weights are one contiguous stream. Why not im2col + sgemm: HiFi-GAN and iSTFTNet run their last stages with 32 to 128 channels
- * over 10^4-10^5 frames, where an im2col copy is as large as the product and sgemm's packing dominates
- * (numpy + OpenBLAS: ~40 GFLOP/s at 64->32 channels on this 2-core EPYC; MLX's per-tap matmuls ~16,
- * ../shared/docs/MLX-CPU.md). Here the rows of the virtual im2col matrix are read in place: a tile of
- * 6 output rows x 16 output channels is accumulated in 12 AVX2 registers over every (tap, channel), each
- * weight vector loaded once per tile and each input value broadcast once per row (~220 GFLOP/s on this
- * 2-core EPYC, the FMA peak). Output rows are split into chunks of 96 (a panel stays in L1/L2 while the
- * chunk's rows stream), chunks over OpenMP threads, with the GIL released.
- *
- * The AVX2/FMA path is chosen at run time (`__builtin_cpu_supports`); a portable C loop gives the same
- * sums in a different order (tests compare both, and the numpy fallback, against torch).
+ * The AVX2/FMA paths are chosen at run time (`__builtin_cpu_supports`); portable C loops give the same
+ * sums in a different order (tests compare both, and the numpy fallbacks, against torch and float64).
  */
 #include "_ext.h"
 
+#include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -270,6 +273,144 @@ static PyObject *py_leaky_pad(PyObject *self, PyObject *const *args, Py_ssize_t 
     Py_RETURN_NONE;
 }
 
+/* ---- AdaIN + Snake: iSTFTNet's activation before each of its convolutions (Kokoro) ---------------- */
+
+/* sin(x)^2 for float32: Cephes' sinf reduction by pi/4 (three-part Cody-Waite, fine for |x| < 8192) and
+ * its sin/cos polynomials on [-pi/4, pi/4]; the square drops the sign, so only the quadrant's parity
+ * (sin or cos polynomial) matters. Relative error ~1e-7 of the square. */
+static const float SQ_FOPI = 1.27323954473516f, SQ_DP1 = 0.78515625f, SQ_DP2 = 2.4187564849853515625e-4f,
+                   SQ_DP3 = 3.77489497744594108e-8f;
+
+static inline float sin2_scalar(float x) {
+    float s = sinf(x);
+    return s * s;
+}
+
+#if CV_X86
+static inline CV_AVX2 __m256 sin2_avx2(__m256 x) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 a = _mm256_andnot_ps(sign, x);
+    __m256i j = _mm256_cvttps_epi32(_mm256_mul_ps(a, _mm256_set1_ps(SQ_FOPI)));
+    j = _mm256_and_si256(_mm256_add_epi32(j, _mm256_set1_epi32(1)), _mm256_set1_epi32(~1));
+    __m256 y = _mm256_cvtepi32_ps(j);
+    a = _mm256_fnmadd_ps(y, _mm256_set1_ps(SQ_DP1), a);
+    a = _mm256_fnmadd_ps(y, _mm256_set1_ps(SQ_DP2), a);
+    a = _mm256_fnmadd_ps(y, _mm256_set1_ps(SQ_DP3), a);
+    __m256 z = _mm256_mul_ps(a, a);
+    __m256 c = _mm256_fmadd_ps(z, _mm256_set1_ps(2.443315711809948e-5f), _mm256_set1_ps(-1.388731625493765e-3f));
+    c = _mm256_fmadd_ps(c, z, _mm256_set1_ps(4.166664568298827e-2f));
+    c = _mm256_mul_ps(_mm256_mul_ps(c, z), z);
+    c = _mm256_add_ps(_mm256_fnmadd_ps(_mm256_set1_ps(0.5f), z, c), _mm256_set1_ps(1.0f));
+    __m256 sn = _mm256_fmadd_ps(z, _mm256_set1_ps(-1.9515295891e-4f), _mm256_set1_ps(8.3321608736e-3f));
+    sn = _mm256_fmadd_ps(sn, z, _mm256_set1_ps(-1.6666654611e-1f));
+    sn = _mm256_fmadd_ps(_mm256_mul_ps(sn, z), a, a);
+    __m256 use_cos = _mm256_castsi256_ps(
+        _mm256_cmpeq_epi32(_mm256_and_si256(j, _mm256_set1_epi32(2)), _mm256_set1_epi32(2)));
+    __m256 v = _mm256_blendv_ps(sn, c, use_cos);
+    return _mm256_mul_ps(v, v);
+}
+
+/* out[t, :] = y + sin(alpha*y)^2 / alpha with y = x*scale + shift, for rows t0..t1. */
+static CV_AVX2 void snake_rows_avx2(const float *x, float *out, Py_ssize_t t0, Py_ssize_t t1, Py_ssize_t c,
+                                    const float *scale, const float *shift, const float *alpha,
+                                    const float *inv_alpha) {
+    for (Py_ssize_t t = t0; t < t1; t++) {
+        const float *xr = x + t * c;
+        float *o = out + t * c;
+        Py_ssize_t k = 0;
+        for (; k + 8 <= c; k += 8) {
+            __m256 y = _mm256_fmadd_ps(_mm256_loadu_ps(xr + k), _mm256_loadu_ps(scale + k), _mm256_loadu_ps(shift + k));
+            __m256 s2 = sin2_avx2(_mm256_mul_ps(_mm256_loadu_ps(alpha + k), y));
+            _mm256_storeu_ps(o + k, _mm256_fmadd_ps(s2, _mm256_loadu_ps(inv_alpha + k), y));
+        }
+        for (; k < c; k++) {
+            float y = xr[k] * scale[k] + shift[k];
+            o[k] = y + sin2_scalar(alpha[k] * y) * inv_alpha[k];
+        }
+    }
+}
+#endif
+
+PyDoc_STRVAR(adain_snake_doc, "adain_snake(x, gamma, beta, alpha, eps, out, threads)\n\n"
+                              "Instance norm of x (T, C) over T per channel (population variance), then "
+                              "y = (1 + gamma)*x_hat + beta and out = y + sin(alpha*y)^2 / alpha; gamma, beta, "
+                              "alpha (C,); float32, C-contiguous; out may be x.");
+
+static PyObject *py_adain_snake(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "adain_snake(x, gamma, beta, alpha, eps, out, threads)");
+        return NULL;
+    }
+    double eps = PyFloat_AsDouble(args[4]);
+    int threads = threads_arg((int)PyLong_AsLong(args[6]));
+    if (PyErr_Occurred()) return NULL;
+    Py_buffer b[5];
+    const int which[5] = {0, 1, 2, 3, 5}, dims[5] = {2, 1, 1, 1, 2};
+    const char *names[5] = {"x", "gamma", "beta", "alpha", "out"};
+    int got = 0;
+    for (; got < 5; got++)
+        if (get_f32(args[which[got]], &b[got], got == 4, dims[got], names[got]) < 0) break;
+    PyObject *result = NULL;
+    if (got == 5) {
+        Py_ssize_t t = b[0].shape[0], c = b[0].shape[1];
+        if (b[1].shape[0] != c || b[2].shape[0] != c || b[3].shape[0] != c || b[4].shape[0] != t ||
+            b[4].shape[1] != c || t < 1) {
+            PyErr_SetString(PyExc_ValueError, "adain_snake: shapes do not match");
+        } else {
+            const float *x = b[0].buf, *gamma = b[1].buf, *beta = b[2].buf, *alpha = b[3].buf;
+            float *out = b[4].buf;
+            double *sums = calloc((size_t)(2 * c), sizeof(double));
+            float *coef = malloc((size_t)(4 * c) * sizeof(float));
+            if (sums == NULL || coef == NULL) {
+                PyErr_NoMemory();
+            } else {
+                int simd = cv_simd;
+                Py_BEGIN_ALLOW_THREADS
+                for (Py_ssize_t r = 0; r < t; r++) /* mean */
+                    for (Py_ssize_t k = 0; k < c; k++) sums[k] += x[r * c + k];
+                for (Py_ssize_t k = 0; k < c; k++) sums[k] /= (double)t;
+                for (Py_ssize_t r = 0; r < t; r++) /* variance about the mean, as numpy's var */
+                    for (Py_ssize_t k = 0; k < c; k++) {
+                        double d = x[r * c + k] - sums[k];
+                        sums[c + k] += d * d;
+                    }
+                float *scale = coef, *shift = coef + c, *inv_alpha = coef + 2 * c;
+                for (Py_ssize_t k = 0; k < c; k++) {
+                    float mean = (float)sums[k], var = (float)(sums[c + k] / (double)t);
+                    scale[k] = (1.0f + gamma[k]) / sqrtf(var + (float)eps);
+                    shift[k] = beta[k] - mean * scale[k];
+                    inv_alpha[k] = 1.0f / alpha[k];
+                }
+                Py_ssize_t block = 64, blocks = (t + block - 1) / block;
+#pragma omp parallel for num_threads(threads) if (threads > 1 && blocks > 1) schedule(static)
+                for (Py_ssize_t g = 0; g < blocks; g++) {
+                    Py_ssize_t t0 = g * block, t1 = t0 + block < t ? t0 + block : t;
+#if CV_X86
+                    if (simd) {
+                        snake_rows_avx2(x, out, t0, t1, c, scale, shift, alpha, inv_alpha);
+                        continue;
+                    }
+#endif
+                    for (Py_ssize_t r = t0; r < t1; r++)
+                        for (Py_ssize_t k = 0; k < c; k++) {
+                            float y = x[r * c + k] * scale[k] + shift[k];
+                            out[r * c + k] = y + sin2_scalar(alpha[k] * y) * inv_alpha[k];
+                        }
+                }
+                Py_END_ALLOW_THREADS
+                (void)simd;
+                Py_INCREF(Py_None);
+                result = Py_None;
+            }
+            free(sums);
+            free(coef);
+        }
+    }
+    for (int i = 0; i < got; i++) PyBuffer_Release(&b[i]);
+    return result;
+}
+
 static PyObject *py_use_simd(PyObject *self, PyObject *flag) {
     (void)self;
     int before = cv_simd;
@@ -286,6 +427,7 @@ static PyObject *py_use_simd(PyObject *self, PyObject *flag) {
 static PyMethodDef methods[] = {
     {"conv1d", (PyCFunction)(void (*)(void))py_conv1d, METH_FASTCALL, conv1d_doc},
     {"leaky_pad", (PyCFunction)(void (*)(void))py_leaky_pad, METH_FASTCALL, leaky_pad_doc},
+    {"adain_snake", (PyCFunction)(void (*)(void))py_adain_snake, METH_FASTCALL, adain_snake_doc},
     {"use_simd", py_use_simd, METH_O, "use_simd(flag) -> previous: the AVX2 path where the CPU has it."},
     EXT_MAX_THREADS_METHOD,
     {NULL, NULL, 0, NULL},

@@ -162,3 +162,26 @@ def conv_transpose1d(x: np.ndarray, ct: ConvTransposeWeight, slope: float | None
     y = conv1d(x, ct.weight, ct.bias, padding=ct.m - 1, slope=slope)  # (T + m − 1, s·C_out)
     length = (t + ct.m - 1) * ct.stride - 2 * ct.padding
     return y.reshape(-1, ct.c_out)[ct.padding : ct.padding + length]
+
+
+def adain_snake(
+    x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, alpha: np.ndarray, eps: float
+) -> np.ndarray:
+    """iSTFTNet's activation before each of its resblock convolutions: instance norm of x (T, C) over time,
+    y = (1 + γ)·x̂ + β, then Snake y + sin²(α·y)/α — one pass in the C kernel (a vectorised sin²), several
+    numpy passes without it. gamma, beta, alpha (C,); a new float32 array."""
+    x = np.ascontiguousarray(x, np.float32)
+    if _cv is not None and _use_c and x.shape[0] > 0:
+        out = np.empty_like(x)
+        f32 = [np.ascontiguousarray(a, np.float32) for a in (gamma, beta, alpha)]
+        _cv.adain_snake(x, *f32, float(eps), out, _THREADS)
+        return out
+    mean = x.mean(axis=0)
+    var = x.var(axis=0)
+    scale = (1 + gamma) / np.sqrt(var + np.float32(eps))
+    y = x * scale + (beta - mean * scale)
+    t = np.sin(alpha * y)
+    t *= t
+    t *= 1 / alpha
+    t += y
+    return t

@@ -81,9 +81,12 @@ def _torch_name(name: str, consumers: list[Any]) -> str | None:
             return ".".join(path[:-1]) + ".weight"
         if node.op_type == "Gather" and index == 0 and path[-1] == "Gather":
             return ".".join(path[:-1]) + ".weight"
-        # ElementwiseAffine in reverse, (x − m)·exp(−logs): the exporter folded exp(−logs) into a constant.
+        # ElementwiseAffine in reverse, (x − m)·exp(−logs): the exporter folded exp(−logs) into a constant
+        # (piper's own exports), or only −logs, left for an Exp node (torch 2.x's TorchScript exporter).
         if node.op_type == "Mul" and index == 1 and name == f"/{'/'.join(path[:-1])}/Exp_output_0":
             return ".".join(path[:-1]) + ".exp_neg_logs"
+        if node.op_type == "Exp" and index == 0 and path[-1] == "Exp" and name.startswith("onnx::Exp"):
+            return ".".join(path[:-1]) + ".neg_logs"
     return None
 
 
@@ -194,6 +197,8 @@ def sanitize(tensors: Mapping[str, np.ndarray], config: PiperConfig) -> dict[str
             if not (array > 0).all():
                 raise WeightsError(f"{name}: exp(-logs) must be positive")
             array = -np.log(array)
+        elif name.endswith(".neg_logs"):
+            name, array = name.removesuffix(".neg_logs") + ".logs", -array
         ours = our_name(name)
         if ours not in expected:
             unknown.append(name)

@@ -134,3 +134,23 @@ def test_a_wrong_shape_is_an_error_not_a_crash() -> None:
             )
         with pytest.raises(TypeError, match="float32"):
             CV.conv1d(np.zeros((10, 8)), w.panels, None, None, np.zeros((8, 16), np.float32), 1, 1, 1)
+
+
+@pytest.mark.parametrize(("t", "c"), [(257, 128), (31, 22), (1000, 8)])
+def test_adain_snake_matches_float64(path: str, t: int, c: int) -> None:
+    """Instance norm over time, style scale and shift, Snake — against float64 numpy, with arguments of
+    sin up to ~±60 (the range reduction) and a channel count that is not a multiple of 8."""
+    from models.cpu.conv import adain_snake
+
+    rng = np.random.default_rng(t)
+    x = (rng.standard_normal((t, c)) * 3 + rng.standard_normal(c) * 2).astype(np.float32)
+    gamma = rng.standard_normal(c).astype(np.float32)
+    beta = rng.standard_normal(c).astype(np.float32)
+    alpha = rng.uniform(0.2, 8.0, c).astype(np.float32)
+    got = adain_snake(x, gamma, beta, alpha, 1e-5)
+    xd = x.astype(np.float64)
+    y = (1 + gamma) * (xd - xd.mean(0)) / np.sqrt(xd.var(0) + 1e-5) + beta
+    want = y + np.sin(alpha * y) ** 2 / alpha
+    assert got.dtype == np.float32 and got.shape == (t, c)
+    assert np.abs(alpha[None] * y).max() > 30  # the reduction is exercised
+    np.testing.assert_allclose(got, want, rtol=0, atol=2e-5 * np.abs(want).max())
