@@ -1,7 +1,8 @@
 """The vocoders' 1-D convolutions on this CPU: our direct C kernel vs im2col + OpenBLAS sgemm (numpy) vs
 MLX's per-tap matmuls (`models.layers.conv.DilatedConv1d`, the MLX model's path) vs torch's conv1d (oneDNN),
 on the shapes of Piper's HiFi-GAN (medium voices) and Kokoro's iSTFTNet generator, for one second of
-audio. Interleaved, median of --runs; GFLOP/s = 2·T·K·C_in·C_out / time.
+audio. Interleaved rounds (--runs), in each the best of 5 back-to-back calls of an engine, then the median
+over rounds; GFLOP/s = 2·T·K·C_in·C_out / time.
 
     .venv/bin/python bench/conv_cpu.py [--runs 7] [--out bench/results/conv_cpu.json]
 """
@@ -66,9 +67,11 @@ def measure(name: str, t: int, c_in: int, c_out: int, k: int, d: int, runs: int)
     wt = torch.from_numpy(w.transpose(2, 1, 0).copy())
     bt = torch.from_numpy(b)
 
+    weight = cpu_conv.ConvWeight(w)
+
     def ours(c_kernel: bool) -> np.ndarray:
         cpu_conv.use_c_kernel(c_kernel)
-        return cpu_conv.conv1d(x, w, b, dilation=d, padding=pad)
+        return cpu_conv.conv1d(x, weight, b, dilation=d, padding=pad)
 
     engines = {
         "sgemm": lambda: ours(False),
@@ -80,9 +83,9 @@ def measure(name: str, t: int, c_in: int, c_out: int, k: int, d: int, runs: int)
     ref = torch.nn.functional.conv1d(xt, wt, bt, padding=pad, dilation=d)[0].T.numpy()
     err = {e: float(np.abs(f() - ref).max()) for e, f in engines.items() if e in ("C kernel", "sgemm")}
     times: dict[str, list[float]] = {e: [] for e in engines}
-    for _ in range(runs):  # interleaved
-        for e, f in engines.items():
-            times[e] += _time(f, 1)
+    for _ in range(runs):  # interleaved rounds; in each, the best of 5 back-to-back calls (other engines'
+        for e, f in engines.items():  # thread pools spin for a while after their turn: the first call pays)
+            times[e].append(min(_time(f, 5)))
     cpu_conv.use_c_kernel(True)
     flops = 2 * t * k * c_in * c_out
     return {
