@@ -33,6 +33,11 @@ def available() -> bool:
     return _cv is not None
 
 
+def describe() -> str:
+    """How the convolutions run here, for a backend reason."""
+    return "the C conv kernel" if _cv is not None else "im2col + OpenBLAS sgemm"
+
+
 def use_c_kernel(flag: bool) -> bool:
     """Force the sgemm path everywhere (False) or allow the C kernel again (True); returns the previous
     setting. For tests and benchmarks."""

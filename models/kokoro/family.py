@@ -16,7 +16,7 @@ import numpy as np
 from mlx.utils import tree_flatten
 
 from models.cpu import wants_cpu_path
-from models.cpu.conv import available as conv_kernel_built
+from models.cpu.conv import describe as describe_convs
 from models.errors import WeightsError
 from models.kokoro import FORMATS
 from models.kokoro.checkpoint import (
@@ -29,7 +29,7 @@ from models.kokoro.config import KokoroConfig
 from models.kokoro.convert import onnx_state_dict
 from models.kokoro.model import Kokoro
 from models.kokoro.weights import to_mlx
-from models.layers.conv import use_native_convs
+from models.layers.conv import convs_for_device
 from models.weights import load_into, read_config, read_safetensors
 
 VOICES_FILE = "voices.safetensors"
@@ -44,15 +44,9 @@ def choose_backend(model: Kokoro, prefer: str | None = None) -> tuple[str, str]:
         from models.kokoro.cpu_generator import CPUGenerator
 
         model.decoder.cpu_generator = CPUGenerator(model.decoder.generator)
-        kernel = "the C conv kernel" if conv_kernel_built() else "im2col + OpenBLAS sgemm"
-        return "cpu", f"CPU: the MLX model, its iSTFTNet generator in numpy ({kernel})"
-    on_cpu = mx.default_device() == mx.cpu
+        return "cpu", f"CPU: the MLX model, its iSTFTNet generator in numpy ({describe_convs()})"
     model.decoder.cpu_generator = None
-    if not on_cpu:  # one conv kernel each instead of k per-tap matmuls: launches are what a GPU waits on
-        use_native_convs(model)
-        return "mlx", "the MLX model on the GPU, convolutions as mx.conv1d"
-    use_native_convs(model, False)
-    return "mlx", "the MLX model on the CPU (options.backend = 'mlx')"
+    return "mlx", convs_for_device(model)
 
 
 def _one(src_dir: Path, pattern: str) -> Path:

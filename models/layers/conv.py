@@ -94,3 +94,15 @@ def use_native_convs(model: nn.Module, native: bool = True) -> int:
     for conv in convs:
         conv.native = native
     return len(convs)
+
+
+def convs_for_device(model: nn.Module) -> str:
+    """The MLX model's convolutions for this device, set once at load: one `mx.conv1d` each on a GPU
+    (launches are what a GPU waits on), per-tap matmuls on the CPU. Returns the backend reason."""
+    gpu = mx.default_device() == mx.gpu
+    use_native_convs(model, gpu)
+    return (
+        "the MLX model on the GPU, convolutions as mx.conv1d"
+        if gpu
+        else "the MLX model on the CPU (options.backend = 'mlx')"
+    )

@@ -15,9 +15,9 @@ import mlx.core as mx
 import numpy as np
 
 from models.cpu import wants_cpu_path
-from models.cpu.conv import available as conv_kernel_built
+from models.cpu.conv import describe as describe_convs
 from models.errors import InvalidRequest, WeightsError
-from models.layers.conv import use_native_convs
+from models.layers.conv import convs_for_device
 from models.piper.config import PiperConfig
 from models.piper.convert import convert_voice
 from models.piper.model import Piper
@@ -36,14 +36,12 @@ def choose_backend(model: Piper, prefer: str | None = None) -> tuple[str, str]:
 
         model.cpu_encoder = CPUEncoder(model)
         model.cpu_decoder = CPUDecoder(model.flow, model.dec)
-        kernel = "the C conv kernel" if conv_kernel_built() else "im2col + OpenBLAS sgemm"
-        return "cpu", f"CPU: the Piper model in numpy over its MLX parameters (convolutions: {kernel})"
+        return (
+            "cpu",
+            f"CPU: the Piper model in numpy over its MLX parameters (convolutions: {describe_convs()})",
+        )
     model.cpu_encoder = model.cpu_decoder = None
-    if mx.default_device() == mx.gpu:  # one conv kernel each instead of k per-tap matmuls
-        use_native_convs(model)
-        return "mlx", "the MLX model on the GPU, convolutions as mx.conv1d"
-    use_native_convs(model, False)
-    return "mlx", "the MLX model on the CPU (options.backend = 'mlx')"
+    return "mlx", convs_for_device(model)
 
 
 class PiperVoice:

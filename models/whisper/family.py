@@ -15,7 +15,7 @@ import mlx.core as mx
 import numpy as np
 
 from models.batching import drive
-from models.cpu import kernels
+from models.cpu import BACKENDS, kernels
 from models.errors import WeightsError
 from models.tasks import TranscribeOptions
 from models.weights import load_into, maybe_quantize, read_config, read_safetensors
@@ -32,7 +32,6 @@ from models.whisper.transcribe import LoopOptions, check_options, transcribe
 log = logging.getLogger(__name__)
 
 _DTYPES = {"float32": mx.float32, "float16": mx.float16, "bfloat16": mx.bfloat16}
-BACKENDS = ("mlx", "cpu")  # what `options.backend` may ask for
 
 
 def default_dtype() -> mx.Dtype:

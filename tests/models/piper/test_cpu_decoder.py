@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from models.cpu.conv import available as conv_kernel_built
+from models.cpu.conv import describe as describe_convs
 from models.errors import WeightsError
 from models.piper.cpu_decoder import CPUDecoder
 from models.piper.family import PiperVoice, choose_backend
@@ -39,8 +40,8 @@ def test_the_backend_is_chosen_once_at_load(voice: PiperVoice) -> None:
     model = voice.model
     assert voice.details["backend"] == "cpu" and "numpy" in str(voice.details["backend_reason"])
     assert isinstance(model.cpu_decoder, CPUDecoder)
-    kernel = "the C conv kernel" if conv_kernel_built() else "im2col"
-    assert kernel in str(voice.details["backend_reason"])
+    assert describe_convs() in str(voice.details["backend_reason"])
+    assert ("C conv kernel" in describe_convs()) == conv_kernel_built()
     try:
         assert choose_backend(model, "mlx") == ("mlx", "the MLX model on the CPU (options.backend = 'mlx')")
         assert model.cpu_decoder is None
