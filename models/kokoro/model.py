@@ -5,7 +5,8 @@ each token's features repeated for its frames → F0 and energy curves; the acou
 the same way, → the decoder. The style's first 128 values condition the decoder, the last 128 the prosody.
 
 Rows of a batch are independent (per-row lengths and masks in the text and prosody stages), so a request's
-audio does not depend on what it is batched with. The decoder runs one row at a time.
+audio does not depend on what it is batched with. Where MLX runs the generator (the GPU) the decoder takes
+a batch in one masked pass (`Decoder.batch`); with the numpy generator (the CPU) it runs one row at a time.
 """
 
 from __future__ import annotations
@@ -104,14 +105,13 @@ class Kokoro(nn.Module):
             return KokoroOutput(audio=[np.array(r, np.float32) for r in rows], durations=durations)
         audio = []
         for b, nf in enumerate(n_frames):
-            key = keys[b]
             wav = self.decoder(
                 asr[b : b + 1, :nf],
                 f0[b : b + 1, : 2 * nf],
                 n[b : b + 1, : 2 * nf],
                 style[b : b + 1, : self.config.style_dim],
                 noise_scale=noise_scale,
-                key=key,
+                key=keys[b],
             )
             audio.append(np.array(wav[0], np.float32))
         return KokoroOutput(audio=audio, durations=durations)
