@@ -1,8 +1,10 @@
-"""The vocoders' 1-D convolutions on this CPU: our direct C kernel vs im2col + OpenBLAS sgemm (numpy) vs
+"""The vocoders' 1-D convolutions on this CPU: our direct C kernel (float32, and bfloat16 products where the
+CPU has AVX-512 BF16) vs im2col + OpenBLAS sgemm (numpy) vs
 MLX's per-tap matmuls (`models.layers.conv.DilatedConv1d`, the MLX model's path) vs torch's conv1d (oneDNN),
 on the shapes of Piper's HiFi-GAN (medium voices) and Kokoro's iSTFTNet generator, for one second of
 audio. Interleaved rounds (--runs), in each the best of 5 back-to-back calls of an engine, then the median
-over rounds; GFLOP/s = 2·T·K·C_in·C_out / time.
+over rounds; GFLOP/s = 2·T·K·C_in·C_out / time. "max_abs_err_vs_torch" is against torch's float32 conv;
+the bfloat16 kernel's is its rounding (~2.3e-3 of the output's RMS).
 
     .venv/bin/python bench/conv_cpu.py [--runs 7] [--out bench/results/conv_cpu.json]
 """
@@ -68,10 +70,11 @@ def measure(name: str, t: int, c_in: int, c_out: int, k: int, d: int, runs: int)
     bt = torch.from_numpy(b)
 
     weight = cpu_conv.ConvWeight(w)
+    weight_bf16 = cpu_conv.ConvWeight(w, bf16=True)
 
-    def ours(c_kernel: bool) -> np.ndarray:
+    def ours(c_kernel: bool, wt: cpu_conv.ConvWeight = weight) -> np.ndarray:
         cpu_conv.use_c_kernel(c_kernel)
-        return cpu_conv.conv1d(x, weight, b, dilation=d, padding=pad)
+        return cpu_conv.conv1d(x, wt, b, dilation=d, padding=pad)
 
     engines = {
         "sgemm": lambda: ours(False),
@@ -80,8 +83,14 @@ def measure(name: str, t: int, c_in: int, c_out: int, k: int, d: int, runs: int)
     }
     if cpu_conv.available():
         engines = {"C kernel": lambda: ours(True), **engines}
+    if cpu_conv.bf16_available():
+        engines = {"C kernel bf16": lambda: ours(True, weight_bf16), **engines}
     ref = torch.nn.functional.conv1d(xt, wt, bt, padding=pad, dilation=d)[0].T.numpy()
-    err = {e: float(np.abs(f() - ref).max()) for e, f in engines.items() if e in ("C kernel", "sgemm")}
+    err = {
+        e: float(np.abs(f() - ref).max())
+        for e, f in engines.items()
+        if e in ("C kernel bf16", "C kernel", "sgemm")
+    }
     times: dict[str, list[float]] = {e: [] for e in engines}
     for _ in range(runs):  # interleaved rounds; in each, the best of 5 back-to-back calls (other engines'
         for e, f in engines.items():  # thread pools spin for a while after their turn: the first call pays)

@@ -180,7 +180,8 @@ def measure_models(
 
     from models.kokoro.g2p import sentences
     from models.kokoro.speech import Row
-    from tests.support.kokoro import mel_db
+    from models.layers.lstm import use_fused_lstm
+    from tests.support.audio import mel_db
 
     ours = ctx["ours"]
     engines: dict[str, Callable[[list[int], Any], Any]] = {
@@ -188,6 +189,16 @@ def measure_models(
             [Row(tuple(ids), VOICE, 1.0)]
         )[0]
     }
+    if ours.model.predictor.lstm.fused:  # on CUDA: the one-kernel LSTM passes against the step loop, same run
+
+        def stepwise(ids: list[int], style: Any) -> Any:
+            use_fused_lstm(ours.model, False)
+            try:
+                return ours.synthesize([Row(tuple(ids), VOICE, 1.0)])[0]
+            finally:
+                use_fused_lstm(ours.model, True)
+
+        engines["ours, LSTM a step at a time"] = stepwise
     makers = {"torch": torch_engine, "onnx": onnx_engine, "kokoro-mlx": kokoro_mlx_engine}
     for key, make in makers.items():
         if key in skip:
@@ -283,7 +294,18 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     texts = {name: TEXTS[name] for name in args.texts}
     ctx = load(cache, args.onnx_dir)
     voices = str(data_file(f"kokoro-voices/{VOICE}.pt").parent)
-    models = [{"id": "kokoro-82m", "default_for": ["speech"], "options": {"voices_dir": voices}}]
+    models: list[dict[str, Any]] = [
+        {"id": "kokoro-82m", "default_for": ["speech"], "options": {"voices_dir": voices}}
+    ]
+    if args.onnx_dir is not None:  # no PyPI packages here: the server reads the same file
+        spec = ctx["spec"]
+        models[0].update(
+            id="kokoro-82m-here",
+            family=spec.family,
+            task=spec.task,
+            format=spec.format,
+            path=str(args.onnx_dir.absolute()),
+        )
     return {
         "machine": {
             "platform": platform.platform(),

@@ -490,14 +490,7 @@ fail_x:
 
 /* A C-contiguous float32 buffer of exactly three dimensions. */
 static int get_3d(PyObject *obj, Py_buffer *view, int writable, const char *what) {
-    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
-    if (PyObject_GetBuffer(obj, view, flags) < 0) return -1;
-    if (view->itemsize != 4 || view->ndim != 3) {
-        PyErr_Format(PyExc_TypeError, "%s: need a C-contiguous float32 array of 3 dimensions", what);
-        PyBuffer_Release(view);
-        return -1;
-    }
-    return 0;
+    return ext_buffer(obj, view, writable, 3, NULL, "float32", "attend", what);
 }
 
 PyDoc_STRVAR(attend_doc, "attend(q, k, v, out, scale, start, end, threads)\n\n"

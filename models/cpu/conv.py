@@ -7,6 +7,12 @@ Channels last: x (T, C). A conv's weight is a `ConvWeight` (K, C_in, C_out), mad
 - im2col + OpenBLAS sgemm otherwise (a strided view, copied block by block so a block stays in cache).
 Transposed convolutions run through the same kernel as polyphase convs (`ConvTransposeWeight`). Both paths
 are parity-tested against torch (tests/models/cpu/test_conv.py).
+
+A weight made with `bf16=True` keeps a bfloat16 copy instead, and its convs round their input to bfloat16
+and sum the products in float32 (`conv1d_bf16` in `_conv.c`): on a CPU with AVX-512 BF16 ~1.7-1.8x the
+float32 kernel at the vocoders' shapes, with ~2.3e-3 relative error per conv (bench/conv_cpu.py; what it
+does to the audio is measured per family in tests/models/piper/test_cpu_decoder.py and
+tests/models/kokoro/test_cpu_generator.py). Without the kernel such a weight runs in float32.
 """
 
 from __future__ import annotations
@@ -33,9 +39,25 @@ def available() -> bool:
     return _cv is not None
 
 
-def describe() -> str:
-    """How the convolutions run here, for a backend reason."""
-    return "the C conv kernel" if _cv is not None else "im2col + OpenBLAS sgemm"
+def bf16_available() -> bool:
+    """The C kernel's bfloat16 path runs here (built, and the CPU has AVX-512 BF16)."""
+    return _cv is not None and bool(_cv.bf16_simd())
+
+
+def describe(bf16: bool = False) -> str:
+    """How the convolutions run here, for a backend reason (`bf16`: weights made with bf16=True)."""
+    if _cv is None:
+        return "im2col + OpenBLAS sgemm"
+    if bf16:
+        how = "AVX-512 BF16" if bf16_available() else "portable C"
+        return f"the C conv kernel, bfloat16 products summed in float32 ({how})"
+    return "the C conv kernel"
+
+
+def bf16_bits(a: np.ndarray) -> np.ndarray:
+    """float32 → bfloat16 bit patterns (uint16), rounded to nearest even, as the C kernel rounds its input."""
+    u = np.ascontiguousarray(a, np.float32).view(np.uint32)
+    return ((u + (np.uint32(0x7FFF) + ((u >> 16) & np.uint32(1)))) >> 16).astype(np.uint16)
 
 
 def use_c_kernel(flag: bool) -> bool:
@@ -49,14 +71,24 @@ def use_c_kernel(flag: bool) -> bool:
 
 class ConvWeight:
     """A conv's weight (K, C_in, C_out) float32, with the C kernel's packed copy: panels (⌈C_out/16⌉, K·C_in,
-    16), zero past C_out, so each register tile reads one contiguous stream. Made once, at load."""
+    16), zero past C_out, so each register tile reads one contiguous stream. With `bf16` (and the kernel
+    built) the bfloat16 copy instead: panels (⌈C_out/16⌉, K·⌈C_in/2⌉, 32), each row the pairs
+    (W[j, 2q, n], W[j, 2q+1, n]) of 16 output channels; the kernel's portable C runs them where the CPU
+    lacks AVX-512 BF16 (slowly: models ask for bf16 only where `bf16_available`). Made once, at load."""
 
-    def __init__(self, w: np.ndarray) -> None:
+    def __init__(self, w: np.ndarray, bf16: bool = False) -> None:
         self.w = np.ascontiguousarray(w, np.float32)
         k, c_in, c_out = self.w.shape
         self.panels: np.ndarray | None = None
-        if _cv is not None:
-            p = -(-c_out // PANEL)
+        self.pairs: np.ndarray | None = None
+        p = -(-c_out // PANEL)
+        if bf16 and _cv is not None:
+            q = -(-c_in // 2)
+            full = np.zeros((k, 2 * q, p * PANEL), np.float32)
+            full[:, :c_in, :c_out] = self.w
+            h = bf16_bits(full).reshape(k, q, 2, p, PANEL)  # (tap, pair, member, panel, lane)
+            self.pairs = np.ascontiguousarray(h.transpose(3, 0, 1, 4, 2).reshape(p, k * q, 2 * PANEL))
+        elif _cv is not None:
             flat = np.zeros((k * c_in, p * PANEL), np.float32)
             flat[:, :c_out] = self.w.reshape(k * c_in, c_out)
             self.panels = np.ascontiguousarray(flat.reshape(k * c_in, p, PANEL).transpose(1, 0, 2))
@@ -67,14 +99,14 @@ class ConvWeight:
         return k, c_in, c_out
 
     @classmethod
-    def from_mlx(cls, w: np.ndarray) -> ConvWeight:
+    def from_mlx(cls, w: np.ndarray, bf16: bool = False) -> ConvWeight:
         """From MLX's conv layout (C_out, K, C_in)."""
-        return cls(np.asarray(w, np.float32).transpose(1, 2, 0))
+        return cls(np.asarray(w, np.float32).transpose(1, 2, 0), bf16)
 
 
-def conv_weight(w: np.ndarray) -> ConvWeight:
-    """MLX's conv weight (C_out, K, C_in) → a `ConvWeight`."""
-    return ConvWeight.from_mlx(w)
+def conv_weight(w: np.ndarray, bf16: bool = False) -> ConvWeight:
+    """MLX's conv weight (C_out, K, C_in) → a `ConvWeight` (`bf16`: as `ConvWeight`'s)."""
+    return ConvWeight.from_mlx(w, bf16)
 
 
 def _prepare(x: np.ndarray, padding: int, slope: float | None) -> np.ndarray:
@@ -126,6 +158,9 @@ def conv1d(
     out = np.empty((t_out, c_out), np.float32) if residual is None else residual
     if t_out == 0:
         return out
+    if _cv is not None and _use_c and weight.pairs is not None:
+        _cv.conv1d_bf16(xp, weight.pairs, bias, residual, out, dilation, stride, _THREADS)
+        return out
     if _cv is not None and _use_c and weight.panels is not None:
         _cv.conv1d(xp, weight.panels, bias, residual, out, dilation, stride, _THREADS)
         return out
@@ -151,13 +186,15 @@ class ConvTransposeWeight:
     frame u·s + r is Σ_j x[u − j] · W[:, j·s + r, :], a conv of m taps over x (zero-padded m − 1 each side)
     whose s·C_out outputs are the s phases of each frame — the same `conv1d`, no overlap-add."""
 
-    def __init__(self, w: np.ndarray, bias: np.ndarray, stride: int, padding: int) -> None:
+    def __init__(
+        self, w: np.ndarray, bias: np.ndarray, stride: int, padding: int, bf16: bool = False
+    ) -> None:
         c_in, k, c_out = w.shape  # as `models.layers.conv.ConvTranspose1d` keeps it
         if k % stride:
             raise ValueError(f"kernel_size {k} must be a multiple of stride {stride}")
         self.m, self.stride, self.padding, self.c_out = k // stride, stride, padding, c_out
         taps = np.asarray(w, np.float32).reshape(c_in, self.m, stride * c_out)[:, ::-1]  # tap j' = m − 1 − j
-        self.weight = ConvWeight(taps.transpose(1, 0, 2))
+        self.weight = ConvWeight(taps.transpose(1, 0, 2), bf16)
         self.bias = np.tile(np.asarray(bias, np.float32), stride)
 
 

@@ -35,25 +35,26 @@ from models.kokoro.decoder import Generator
 class _Params:
     """The generator's parameters as numpy arrays, conv weights laid out (K, C_in, C_out) for `models.cpu.conv`."""
 
-    def __init__(self, gen: Generator) -> None:
+    def __init__(self, gen: Generator, bf16: bool) -> None:
         self.p = host_params(gen)
+        self.bf16 = bf16
 
     def conv(self, name: str) -> tuple[ConvWeight, np.ndarray | None]:
-        return conv_weight(self.p[f"{name}.weight"]), self.p.get(f"{name}.bias")
+        return conv_weight(self.p[f"{name}.weight"], self.bf16), self.p.get(f"{name}.bias")
 
 
 class CPUGenerator:
     """`decoder.Generator` in numpy (batch of one): (x, s, har) → audio."""
 
-    def __init__(self, gen: Generator) -> None:
+    def __init__(self, gen: Generator, bf16: bool = False) -> None:
         self.gen = gen
-        prm = _Params(gen)
+        prm = _Params(gen, bf16)
         p = prm.p
         self.n_fft, self.hop, self.num_kernels = gen.n_fft, gen.hop, gen.num_kernels
         self.ups = []
         for i, up in enumerate(gen.ups):
             self.ups.append(
-                ConvTransposeWeight(p[f"ups.{i}.weight"], p[f"ups.{i}.bias"], up.stride, up.padding)
+                ConvTransposeWeight(p[f"ups.{i}.weight"], p[f"ups.{i}.bias"], up.stride, up.padding, bf16)
             )
         self.noise_convs = []
         for i, nc in enumerate(gen.noise_convs):

@@ -118,11 +118,13 @@ class Generator(nn.Module):
         and every instance norm takes the row's own frames, so a row's frames are what it gives alone."""
         last = len(self.ups) - 1
         mask = None if lengths is None else _frames_mask(lengths, x.shape[1])
-        valid = lengths
+        valid, width = lengths, x.shape[1]
         for i, up in enumerate(self.ups):
-            if valid is not None:  # the next stage's valid frames: × the rate, + 1 for the reflection pad
+            # the next stage's frames, valid and in all: × the rate, + 1 for the reflection pad
+            width = width * up.stride + (1 if i == last else 0)
+            if valid is not None:
                 valid = [v * up.stride + (1 if i == last else 0) for v in valid]
-            next_mask = None if valid is None else _frames_mask(valid, max(valid))
+            next_mask = None if valid is None else _frames_mask(valid, width)
             x = masked(leaky_relu(x, 0.1), mask)
             x_source = self.noise_res[i](self.noise_convs[i](har), s, next_mask)
             x = up(x)
@@ -245,8 +247,9 @@ class Decoder(nn.Module):
         sources = [
             gen.harmonics(f0_curve[b : b + 1, : 2 * nf], noise_scale, keys[b]) for b, nf in enumerate(frames)
         ]
-        width = max(h.shape[1] for h in sources)
+        # as wide as the generator's last stage (the rows' frames may be padded past the longest row)
+        width = x.shape[1] * math.prod(up.stride for up in gen.ups) + 1
         har = mx.concatenate([mx.pad(h, [(0, 0), (0, width - h.shape[1]), (0, 0)]) for h in sources])
         out = gen.spectrum(x, s, har, [2 * nf for nf in frames])
-        hop = math.prod(up.stride for up in gen.ups)
-        return [gen.audio(out[b : b + 1, : 2 * nf * hop + 1])[0] for b, nf in enumerate(frames)]
+        rate = math.prod(up.stride for up in gen.ups)
+        return [gen.audio(out[b : b + 1, : 2 * nf * rate + 1])[0] for b, nf in enumerate(frames)]

@@ -15,7 +15,7 @@ import mlx.core as mx
 import numpy as np
 from mlx.utils import tree_flatten
 
-from models.cpu import wants_cpu_path
+from models.cpu import vocoder_bf16, wants_cpu_path
 from models.cpu.conv import describe as describe_convs
 from models.errors import WeightsError
 from models.kokoro import FORMATS
@@ -30,23 +30,41 @@ from models.kokoro.convert import onnx_state_dict
 from models.kokoro.model import Kokoro
 from models.kokoro.weights import to_mlx
 from models.layers.conv import convs_for_device
+from models.layers.lstm import fused_lstm_available, use_fused_lstm
 from models.weights import load_into, read_config, read_safetensors
 
 VOICES_FILE = "voices.safetensors"
+# On a GPU, the token and frame axes are padded up to multiples of these (`Kokoro.frame_bucket`): a few
+# dozen shapes instead of one per sentence length (docs/benchmarks.md; frames are 40 a second)
+GPU_TOKEN_BUCKET, GPU_FRAME_BUCKET = 16, 32
 STYLE_ROWS, STYLE_DIM = 510, 256
 
 
-def choose_backend(model: Kokoro, prefer: str | None = None) -> tuple[str, str]:
+def choose_backend(model: Kokoro, prefer: str | None = None, precision: str | None = None) -> tuple[str, str]:
     """The one place that decides how the generator runs: (backend, reason). On MLX's CPU device the
-    numpy generator (`cpu_generator.py`: convolutions in `models.cpu.conv`) unless `options.backend =
-    "mlx"`; the MLX model everywhere else."""
+    numpy generator (`cpu_generator.py`: convolutions in `models.cpu.conv`, with bfloat16 products where
+    the CPU has them unless `options.vocoder_precision = "float32"`: `models.cpu.vocoder_bf16`) unless
+    `options.backend = "mlx"`; the MLX model everywhere else, on CUDA each LSTM pass as one kernel
+    (`models.layers.lstm.use_fused_lstm`)."""
+    bf16 = vocoder_bf16(precision)  # checked on every device
     if wants_cpu_path(prefer):
         from models.kokoro.cpu_generator import CPUGenerator
 
-        model.decoder.cpu_generator = CPUGenerator(model.decoder.generator)
-        return "cpu", f"CPU: the MLX model, its iSTFTNet generator in numpy ({describe_convs()})"
+        model.decoder.cpu_generator = CPUGenerator(model.decoder.generator, bf16)
+        use_fused_lstm(model, False)
+        model.token_bucket = model.frame_bucket = 1  # one row at a time here: nothing to pad
+        return "cpu", f"CPU: the MLX model, its iSTFTNet generator in numpy ({describe_convs(bf16)})"
     model.decoder.cpu_generator = None
-    return "mlx", convs_for_device(model)
+    reason = convs_for_device(model)
+    fused = fused_lstm_available()
+    use_fused_lstm(model, fused)
+    if fused:
+        reason += ", each LSTM pass one CUDA kernel"
+    if mx.default_device() == mx.gpu:
+        model.token_bucket, model.frame_bucket = GPU_TOKEN_BUCKET, GPU_FRAME_BUCKET
+        return "mlx", f"{reason}, shapes padded to {GPU_TOKEN_BUCKET} tokens / {GPU_FRAME_BUCKET} frames"
+    model.token_bucket = model.frame_bucket = 1
+    return "mlx", reason
 
 
 def _one(src_dir: Path, pattern: str) -> Path:
@@ -119,7 +137,7 @@ class KokoroFamily:
                 raise WeightsError(f"options.voices_dir {path} is not a directory")
             styles.update(read_voices(path))
         options = getattr(spec, "options", None) or {}
-        backend, reason = choose_backend(model, options.get("backend"))
+        backend, reason = choose_backend(model, options.get("backend"), options.get("vocoder_precision"))
         return KokoroSynthesizer(
             model, styles, getattr(spec, "id", Path(model_dir).name), backend=backend, reason=reason
         )

@@ -52,6 +52,11 @@ class Kokoro(nn.Module):
             config.hidden_dim, config.text_encoder_kernel_size, config.n_layer, config.n_token
         )
         self.decoder = Decoder(config)
+        # the token and frame axes padded up to multiples of these (1: none; set at load by
+        # `family.choose_backend`), so a GPU sees a few shapes, not one per sentence length (each new shape
+        # costs MLX new convolution plans); padded rows take the masked batch path, same audio
+        self.token_bucket = 1
+        self.frame_bucket = 1
 
     def encode(
         self, ids: mx.array, lengths: mx.array, style: mx.array, speed: mx.array
@@ -85,7 +90,8 @@ class Kokoro(nn.Module):
         rounded = np.maximum(np.rint(np.array(frames, np.float32)), 1).astype(np.int64)
         durations = [rounded[b, : n_tokens[b]] for b in range(len(n_tokens))]
         n_frames = [int(x.sum()) for x in durations]
-        index = np.zeros((len(n_tokens), max(n_frames)), np.int32)
+        width = -(-max(n_frames) // self.frame_bucket) * self.frame_bucket
+        index = np.zeros((len(n_tokens), width), np.int32)
         for b, dur in enumerate(durations):
             index[b, : n_frames[b]] = np.repeat(np.arange(len(dur)), dur)
         idx = mx.array(index)[..., None]
@@ -98,7 +104,8 @@ class Kokoro(nn.Module):
             None if not noise_scale or seeds is None else mx.random.key(seeds[b])
             for b in range(len(n_frames))
         ]
-        if len(n_frames) > 1 and self.decoder.cpu_generator is None:  # one masked pass for the batch
+        padded = len(n_frames) > 1 or width > n_frames[0]
+        if padded and self.decoder.cpu_generator is None:  # one masked pass for the batch
             rows = self.decoder.batch(
                 asr, f0, n, style[:, : self.config.style_dim], n_frames, noise_scale=noise_scale, keys=keys
             )

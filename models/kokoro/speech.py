@@ -133,7 +133,8 @@ class KokoroSynthesizer:
         """One batch of rows → audio per row. The noise of a row is seeded by its ids and voice: the same
         sentence gives the same audio, alone or batched."""
         lengths = [len(r.ids) for r in rows]
-        ids = np.zeros((len(rows), max(lengths)), np.int32)
+        step = self.model.token_bucket
+        ids = np.zeros((len(rows), -(-max(lengths) // step) * step), np.int32)  # masked past each row
         for i, r in enumerate(rows):
             ids[i, : len(r.ids)] = r.ids
         # the style for an utterance of n phonemes is row n - 1 of the pack (n without the pads)

@@ -29,19 +29,24 @@ Conv = tuple[ConvWeight, np.ndarray | None, int, int]  # weight, bias, dilation,
 class CPUGenerator:
     """`model.Generator` in numpy, one row."""
 
-    def __init__(self, gen: Generator) -> None:
+    def __init__(self, gen: Generator, bf16: bool = False) -> None:
         p = host_params(gen)
         self.num_kernels = gen.num_kernels
         self.rates = gen.rates
 
         def conv(name: str, layer: Any) -> Conv:
             # nn.Conv1d and DilatedConv1d both keep `dilation` and `padding`
-            return conv_weight(p[f"{name}.weight"]), p.get(f"{name}.bias"), layer.dilation, layer.padding
+            return (
+                conv_weight(p[f"{name}.weight"], bf16),
+                p.get(f"{name}.bias"),
+                layer.dilation,
+                layer.padding,
+            )
 
         self.conv_pre = conv("conv_pre", gen.conv_pre)
         self.cond = conv("cond", gen.cond) if "cond" in gen else None
         self.ups = [
-            ConvTransposeWeight(p[f"ups.{i}.weight"], p[f"ups.{i}.bias"], up.stride, up.padding)
+            ConvTransposeWeight(p[f"ups.{i}.weight"], p[f"ups.{i}.bias"], up.stride, up.padding, bf16)
             for i, up in enumerate(gen.ups)
         ]
         self.resblocks: list[list[list[Conv]]] = []
@@ -156,9 +161,9 @@ class CPUDecoder:
     """The flow in reverse, then the generator: z_p (B, T, inter) → audio (B, T·hop), zero past each row's
     frames; what `Piper.__call__` runs after the durations on the CPU backend."""
 
-    def __init__(self, flow: Flow, gen: Generator) -> None:
+    def __init__(self, flow: Flow, gen: Generator, bf16: bool = False) -> None:
         self.flow = CPUFlow(flow)
-        self.gen = CPUGenerator(gen)
+        self.gen = CPUGenerator(gen, bf16)
 
     def __call__(self, z_p: mx.array, g: mx.array | None, frames: list[int]) -> mx.array:
         zs = np.array(z_p, np.float32)

@@ -14,7 +14,7 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 
-from models.cpu import wants_cpu_path
+from models.cpu import vocoder_bf16, wants_cpu_path
 from models.cpu.conv import describe as describe_convs
 from models.errors import InvalidRequest, WeightsError
 from models.layers.conv import convs_for_device
@@ -24,24 +24,37 @@ from models.piper.model import Piper
 from models.weights import load_into, read_config, read_safetensors
 
 BOS, EOS, PAD = "^", "$", "_"
+# On a GPU, the id and frame axes are padded up to multiples of these (`Piper.frame_bucket`): a few dozen
+# shapes in all instead of one per sentence length (docs/benchmarks.md, "Speech: Piper" on the H200)
+GPU_TOKEN_BUCKET, GPU_FRAME_BUCKET = 16, 64
 
 
-def choose_backend(model: Piper, prefer: str | None = None) -> tuple[str, str]:
+def choose_backend(model: Piper, prefer: str | None = None, precision: str | None = None) -> tuple[str, str]:
     """The one place that decides how the HiFi-GAN generator runs, at load: (backend, reason). On MLX's CPU
     device the model in numpy (`cpu_encoder.py`, `cpu_decoder.py`: convolutions in `models.cpu.conv`;
-    docs/benchmarks.md) unless `options.backend = "mlx"`; the MLX model elsewhere."""
+    docs/benchmarks.md) unless `options.backend = "mlx"`, its generator's convolutions with bfloat16
+    products where the CPU has them unless `options.vocoder_precision = "float32"` (`models.cpu.vocoder_bf16`);
+    the MLX model elsewhere."""
+    bf16 = vocoder_bf16(precision)  # checked on every device
     if wants_cpu_path(prefer):
         from models.piper.cpu_decoder import CPUDecoder
         from models.piper.cpu_encoder import CPUEncoder
 
         model.cpu_encoder = CPUEncoder(model)
-        model.cpu_decoder = CPUDecoder(model.flow, model.dec)
+        model.cpu_decoder = CPUDecoder(model.flow, model.dec, bf16)
+        model.token_bucket = model.frame_bucket = 1  # rows run one at a time here: nothing to pad
         return (
             "cpu",
-            f"CPU: the Piper model in numpy over its MLX parameters (convolutions: {describe_convs()})",
+            f"CPU: the Piper model in numpy over its MLX parameters (generator convolutions: "
+            f"{describe_convs(bf16)})",
         )
     model.cpu_encoder = model.cpu_decoder = None
-    return "mlx", convs_for_device(model)
+    reason = convs_for_device(model)
+    if mx.default_device() == mx.gpu:
+        model.token_bucket, model.frame_bucket = GPU_TOKEN_BUCKET, GPU_FRAME_BUCKET
+        return "mlx", f"{reason}, shapes padded to {GPU_TOKEN_BUCKET} ids / {GPU_FRAME_BUCKET} frames"
+    model.token_bucket = model.frame_bucket = 1
+    return "mlx", reason
 
 
 class PiperVoice:
@@ -95,7 +108,9 @@ class PiperVoice:
         if bad:
             raise InvalidRequest(f"phoneme ids out of range 0..{c.num_symbols - 1}: {bad[:5]}")
         lengths = [len(p) for p in phoneme_ids]
-        ids = np.zeros((len(phoneme_ids), max(lengths)), np.int32)
+        step = self.model.token_bucket
+        width = -(-max(lengths) // step) * step  # padded past the longest row: masked like a batch's rows
+        ids = np.zeros((len(phoneme_ids), width), np.int32)
         for i, p in enumerate(phoneme_ids):
             ids[i, : len(p)] = p
         out = self.model(
@@ -142,7 +157,8 @@ class PiperFamily:
             raise WeightsError(f"{model_dir}/config.json has no phoneme_id_map")
         model = Piper(config)
         load_into(model, read_safetensors(model_dir))
-        backend, reason = choose_backend(model, (getattr(spec, "options", None) or {}).get("backend"))
+        options = getattr(spec, "options", None) or {}
+        backend, reason = choose_backend(model, options.get("backend"), options.get("vocoder_precision"))
         return PiperSynthesizer(PiperVoice(model, backend, reason), getattr(spec, "id", Path(model_dir).name))
 
     def convert(self, src_dir: Path, fmt: str, dst_dir: Path) -> None:

@@ -413,6 +413,11 @@ class Piper(nn.Module):
         self.cpu_decoder: Callable[[mx.array, mx.array | None, list[int]], mx.array] | None = None
         if config.n_speakers > 1:
             self.emb_g = nn.Embedding(config.n_speakers, config.gin_channels)
+        # the id and frame axes padded up to multiples of these (1: none; set at load by
+        # `family.choose_backend`), so a GPU sees a few shapes, not one per sentence length (each new shape
+        # costs MLX new convolution plans); rows are masked either way, and their audio does not change
+        self.token_bucket = 1
+        self.frame_bucket = 1
 
     def durations(
         self,
@@ -469,7 +474,7 @@ class Piper(nn.Module):
         )
         dur = np.array(w).astype(np.int64)  # the one host read: sizes the frame axis
         frames = np.maximum(dur.sum(axis=1), 1)
-        t_y = int(frames.max())
+        t_y = -(-int(frames.max()) // self.frame_bucket) * self.frame_bucket
         index = np.zeros((len(dur), t_y), np.int32)
         for i, d in enumerate(dur):
             rep = np.repeat(np.arange(len(d)), d)

@@ -245,21 +245,6 @@ def onnx_synthesis(
     return [np.asarray(audio, np.float32).reshape(-1), *(np.asarray(v, np.float32) for v in values)]
 
 
-def mel_db(audio: np.ndarray, sample_rate: int = 24_000) -> np.ndarray:
-    """Log-mel power in dB (80 bands, 50-ms Hann frames, 12.5-ms hop), floored 80 dB under its peak (not
-    normalised: a gain shows)."""
-    from dsp.mel import mel_filterbank_np
-
-    n_fft, hop = 1200, 300
-    padded = np.pad(audio.astype(np.float64), n_fft // 2, mode="reflect")
-    count = 1 + (len(padded) - n_fft) // hop
-    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop][:count]
-    power = np.abs(np.fft.rfft(frames * np.hanning(n_fft + 1)[:-1], axis=1)) ** 2
-    mel = mel_filterbank_np(sample_rate, n_fft, 80).astype(np.float64) @ power.T
-    db = 10 * np.log10(np.maximum(mel, 1e-10))
-    return np.maximum(db, db.max() - 80.0)
-
-
 # ------------------------------------------------------------------- what users download, made from ours
 
 

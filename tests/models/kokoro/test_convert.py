@@ -17,6 +17,7 @@ from models.kokoro.convert import onnx_state_dict, read_onnx
 from models.kokoro.layout import canonical_shapes, check_state_dict, omitted
 from models.onnx_graph import OnnxGraph
 from tests.support import kokoro as K
+from tests.support.audio import mel_db
 
 QUANTIZED = 185  # int8/uint8 initializers in the file: 81 named after their parameter, 104 anonymous
 INITIALIZERS = 775
@@ -347,5 +348,5 @@ def test_pitch_energy_and_spectrum_agree_with_onnxruntime(parity: dict[str, Any]
     # measured 1.19 dB mean absolute difference; a decoder conv's zero point ignored 2.1, an LSTM's gates in
     # ONNX order 9 to 19.
     length = min(len(audio), len(onnx_audio))
-    distance = np.mean(np.abs(K.mel_db(audio[:length]) - K.mel_db(onnx_audio[:length] / K.ONNX_ISTFT_GAIN)))
+    distance = np.mean(np.abs(mel_db(audio[:length]) - mel_db(onnx_audio[:length] / K.ONNX_ISTFT_GAIN)))
     assert distance < 1.5, distance

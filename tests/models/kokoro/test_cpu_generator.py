@@ -7,6 +7,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
+from models.cpu.conv import bf16_available
 from models.errors import WeightsError
 from models.kokoro.config import KokoroConfig
 from models.kokoro.cpu_generator import CPUGenerator
@@ -14,6 +15,7 @@ from models.kokoro.family import choose_backend
 from models.kokoro.model import Kokoro
 from models.kokoro.weights import to_mlx
 from models.weights import load_into
+from tests.support.audio import mel_db, snr_db
 from tests.support.kokoro import kokoro_state_dict, style_for, token_ids, voice_pack
 
 
@@ -57,9 +59,27 @@ def test_the_backend_is_chosen_once_at_load(model: Kokoro) -> None:
         backend, reason = choose_backend(model)
         assert backend == "cpu" and "numpy" in reason
         assert isinstance(model.decoder.cpu_generator, CPUGenerator)
+        # bfloat16 products by default where the CPU has them (AVX-512 BF16), float32 elsewhere
+        assert ("bfloat16" in reason) == bf16_available()
+        backend, reason = choose_backend(model, "cpu", "float32")
+        assert backend == "cpu" and "bfloat16" not in reason
         backend, reason = choose_backend(model, "mlx")
         assert backend == "mlx" and model.decoder.cpu_generator is None
         with pytest.raises(WeightsError, match="use one of mlx, cpu"):
             choose_backend(model, "cuda")
+        with pytest.raises(WeightsError, match="use one of bfloat16, float32"):
+            choose_backend(model, "cpu", "int8")
     finally:
         model.decoder.cpu_generator = None
+
+
+def test_bfloat16_products_stay_close_to_float32(model: Kokoro) -> None:
+    """The generator's convolutions with bfloat16 products (the default where AVX-512 BF16 runs them; the
+    kernel's portable C elsewhere) against float32 on a real utterance's features. Measured: SNR 46 dB,
+    log-mel distance 0.05 dB (between equal models with different noise: ~0.3-0.6 dB)."""
+    x, s, har = _generator_inputs(model)
+    want = np.array(CPUGenerator(model.decoder.generator)(x, s, har)).reshape(-1)
+    got = np.array(CPUGenerator(model.decoder.generator, bf16=True)(x, s, har)).reshape(-1)
+    assert got.shape == want.shape and len(want) > 24_000
+    assert 35.0 < snr_db(want, got) < 70.0  # close, and not float32
+    assert np.abs(mel_db(got) - mel_db(want)).mean() < 0.3

@@ -27,10 +27,10 @@ from models.kokoro.config import KokoroConfig
 from models.kokoro.model import HOP, Kokoro
 from models.kokoro.weights import to_mlx
 from models.weights import load_into
+from tests.support.audio import mel_db
 from tests.support.kokoro import (
     ONNX_ISTFT_GAIN,
     kokoro_state_dict,
-    mel_db,
     no_source_noise,
     onnx_synthesis,
     reference_kmodel,
@@ -63,7 +63,8 @@ def style() -> np.ndarray:
 
 def _run(model: Kokoro, rows: list[list[int]], styles: np.ndarray, noise: float = 0.0, seeds=None):
     lengths = [len(r) for r in rows]
-    ids = np.zeros((len(rows), max(lengths)), np.int32)
+    step = model.token_bucket  # as `KokoroSynthesizer.synthesize` pads
+    ids = np.zeros((len(rows), -(-max(lengths) // step) * step), np.int32)
     for i, r in enumerate(rows):
         ids[i, : len(r)] = r
     return model(
@@ -165,6 +166,23 @@ def test_a_row_in_a_batch_equals_the_row_alone(ours: Kokoro) -> None:
         noisy_alone = _run(ours, [row], styles[i : i + 1], noise=1.0, seeds=[3 + i]).audio[0]
         assert len(noisy.audio[i]) == len(noisy_alone)
         assert np.abs(mel_db(noisy.audio[i]) - mel_db(noisy_alone)).mean() < 0.5
+
+
+def test_padded_shapes_do_not_change_the_audio(ours: Kokoro) -> None:
+    """What a GPU load sets (`choose_backend`: tokens padded to multiples of 16, frames to multiples of 32,
+    so MLX sees a few shapes): a row alone, padded, takes the masked batch path and gives the unpadded
+    row's durations and spectrogram (to a fraction of a dB, as batched rows do)."""
+    style = style_for(voice_pack("af_heart"), SECOND)
+    alone = _run(ours, [SECOND], style, noise=1.0, seeds=[5])
+    assert len(SECOND) % 16 and len(alone.audio[0]) // HOP % 32  # both axes really are padded
+    try:
+        ours.token_bucket, ours.frame_bucket = 16, 32
+        padded = _run(ours, [SECOND], style, noise=1.0, seeds=[5])
+    finally:
+        ours.token_bucket = ours.frame_bucket = 1
+    np.testing.assert_array_equal(padded.durations[0], alone.durations[0])
+    assert len(padded.audio[0]) == len(alone.audio[0])
+    assert np.abs(mel_db(padded.audio[0]) - mel_db(alone.audio[0])).mean() < 0.5
 
 
 def test_source_noise_is_seeded(ours: Kokoro, style: np.ndarray) -> None:

@@ -137,7 +137,7 @@ def test_each_speaker_matches_onnxruntime(
 ) -> None:
     voice: PiperVoice = synthesizer.voice
     assert voice.config.n_speakers == 3 and voice.voices == ["amy", "bob", "cat"]
-    assert choose_backend(voice.model, backend)[0] == backend
+    assert choose_backend(voice.model, backend, "float32")[0] == backend
     try:
         outs = {}
         for name, sid in SPEAKERS.items():
