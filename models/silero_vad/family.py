@@ -47,7 +47,10 @@ class SileroVadDetector:
 
     def features(self, audio: np.ndarray) -> np.ndarray:
         """Mono float32 audio (n,) → the LSTM's input for each of its ceil(n / 512) windows, (N, 128)."""
-        windows = frame(_mono(audio), self.config)
+        return self.window_features(frame(_mono(audio), self.config))
+
+    def window_features(self, windows: np.ndarray) -> np.ndarray:
+        """Network inputs (N, 576) (`model.frame`: 64 samples of context, then the window) → (N, 128)."""
         batches = [windows[s : s + BATCH_WINDOWS] for s in range(0, len(windows), BATCH_WINDOWS)]
         if not batches:
             return np.zeros((0, self.config.hidden_size), np.float32)
