@@ -147,9 +147,44 @@ class VadOptions:
         )
 
 
+@dataclass(frozen=True)
+class TurnOptions:
+    """Turn detection over live audio (the OpenAI Realtime `server_vad` fields)."""
+
+    threshold: float = 0.5  # speech starts at this probability, and stops below threshold − 0.15
+    prefix_padding_ms: int = 300  # a turn's audio starts this long before its first speech window
+    silence_duration_ms: int = 500  # a turn stops after this much silence
+
+
+@dataclass(frozen=True)
+class SpeechStarted:
+    start: int  # the turn's first sample (prefix padding included), counted from the stream's start
+
+
+@dataclass(frozen=True)
+class SpeechStopped:
+    end: int  # the turn's last sample + 1: where silence had lasted `silence_duration_ms`
+
+
+class TurnStream(Protocol):
+    """Turn events from audio appended piece by piece (mono float32 at the detector's `sample_rate`)."""
+
+    samples: int  # appended so far
+
+    def append(self, audio: np.ndarray) -> list[SpeechStarted | SpeechStopped]: ...
+
+    def configure(self, options: TurnOptions) -> None: ...
+
+    def reset(self) -> None: ...
+
+
 @runtime_checkable
 class VoiceActivityDetector(Protocol):
     sample_rate: int  # the rate `audio` must be at (Hz), mono float32
+
+    def stream(self, options: TurnOptions) -> TurnStream:
+        """A live stream's turn detector: state carried across appends, each append's own work only."""
+        ...
 
     def speech_probabilities(self, audio: np.ndarray) -> np.ndarray:
         """Probability of speech for each consecutive window of the audio (float32, one per window)."""

@@ -42,7 +42,7 @@ def create_app(
     blas = ensure_fast_blas()
     from models.provider import ModelProvider
     from models.worker import MLXWorker
-    from server.routers import health, models, speech, transcriptions
+    from server.routers import health, models, realtime, speech, transcriptions
 
     settings = settings or Settings()
     registry = registry or build_registry(settings)
@@ -88,6 +88,7 @@ def create_app(
     app.include_router(models.router)
     app.include_router(transcriptions.router)
     app.include_router(speech.router)
+    app.include_router(realtime.router)
     for r in extra_routers:
         app.include_router(r)
 

@@ -19,8 +19,9 @@ from dsp.loudness import normalize_loudness
 from models.cpu import ops
 from models.errors import WeightsError
 from models.silero_vad.model import SileroVad, SileroVadConfig, frame, sanitize
+from models.silero_vad.stream import VadStream
 from models.silero_vad.vad import HostFrontEnd, LstmScan, speech_regions
-from models.tasks import VadOptions
+from models.tasks import TurnOptions, VadOptions
 from models.weights import load_into, read_config, read_safetensors
 
 SILERO_FILE = "silero_vad_16k.safetensors"  # in the package's data/ directory
@@ -71,6 +72,10 @@ class SileroVadDetector:
         float32 (N,). The recurrent state starts at zeros, like the reference after `reset_states()`."""
         probs, _ = self.scan(self.features(audio))
         return probs
+
+    def stream(self, options: TurnOptions) -> VadStream:
+        """Turn detection over live audio (`stream.VadStream`): the same probabilities, window by window."""
+        return VadStream(self, options)
 
     def speech_segments(self, audio: np.ndarray, options: VadOptions) -> list[tuple[int, int]]:
         """Speech regions as sample ranges [start, end), as silero-vad's `get_speech_timestamps`.

@@ -12,29 +12,15 @@ before its first speech window (never before the previous turn's end) and ends a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from models.silero_vad.family import SileroVadDetector
 from models.silero_vad.vad import MIN_NEG_THRESHOLD, LstmState
+from models.tasks import SpeechStarted, SpeechStopped, TurnOptions
 
-
-@dataclass(frozen=True)
-class SpeechStarted:
-    start: int  # the turn's first sample (prefix padding included), in samples since the stream began
-
-
-@dataclass(frozen=True)
-class SpeechStopped:
-    end: int  # the turn's end: the window where silence had lasted silence_duration_ms, in samples
-
-
-@dataclass(frozen=True)
-class TurnOptions:
-    threshold: float = 0.5
-    prefix_padding_ms: int = 300
-    silence_duration_ms: int = 500
+if TYPE_CHECKING:
+    from models.silero_vad.family import SileroVadDetector
 
 
 class VadStream:
@@ -77,7 +63,8 @@ class VadStream:
         span = self.context + self.window
         windows = np.lib.stride_tricks.sliding_window_view(buf[: self.context + n * self.window], span)
         windows = np.ascontiguousarray(windows[:: self.window])
-        probs, self._state = self.detector.scan(self.detector.window_features(windows), self._state)
+        # numpy front end always: a few windows per append, no MLX (the caller's thread is not the worker)
+        probs, self._state = self.detector.scan(self.detector.host_front_end(windows), self._state)
         self._pending = buf[n * self.window :].copy()  # the last context samples and what follows them
         events: list[SpeechStarted | SpeechStopped] = []
         for p in probs.tolist():

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from models.silero_vad.family import SileroVadDetector
-from models.silero_vad.stream import SpeechStarted, SpeechStopped, TurnOptions, VadStream
+from models.silero_vad.stream import VadStream
 from models.silero_vad.vad import speech_regions
-from models.tasks import VadOptions
+from models.tasks import SpeechStarted, SpeechStopped, TurnOptions, VadOptions
 from tests.support.audio import load_audio
 
 RATE = 16_000
