@@ -6,8 +6,11 @@ Audio arrives as base64 pcm16 at 24 kHz (or G.711 μ-law / A-law at 8 kHz) and i
 arrives (soxr's streaming resampler), to the rate the voice-activity detector and the transcriber hear:
 16 kHz. With `server_vad`, Silero VAD runs on each append's own windows (`models.tasks.TurnStream`) and a
 turn is committed when it stops; with `turn_detection: null` the client commits. Each committed turn is
-transcribed on the MLX worker in commit order (`Session.turns`, drained by the router), and its transcript
-arrives as a delta, then `…transcription.completed` with its usage. Errors are events, never a close.
+transcribed on the MLX worker in commit order (`Session.turns`, drained by the router). While a VAD turn is
+open, its audio so far is re-decoded each second (`Session.partial`) and the words two successive
+hypotheses agree on leave as deltas (`Agreement`, LocalAgreement-2), never retracted; the committed turn's
+final decode adds the rest, then `…transcription.completed` carries the transcript and its usage. Errors
+are events, never a close.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from models.tasks import SpeechStarted, SpeechStopped, TurnOptions, TurnStream
 
 RATE = 16_000  # what the detector and the transcriber hear
 MIN_COMMIT_MS = 100  # OpenAI refuses to commit less than this
+PARTIAL_EVERY_S = 1.0  # an open turn is re-decoded each time this much more of it has arrived
 Dialect = Literal["ga", "beta"]
 Format = Literal["audio/pcm", "audio/pcmu", "audio/pcma"]
 _BETA_FORMATS: dict[str, Format] = {
@@ -65,11 +69,65 @@ class Config:
 
 @dataclass
 class Turn:
-    """A committed stretch of audio waiting for its transcript."""
+    """A stretch of audio to transcribe: a committed turn, or (`partial`) the open turn so far."""
 
     item_id: str
     audio: np.ndarray  # float32 mono at RATE
     config: Config
+    partial: bool = False
+
+
+def _key(word: str) -> str:
+    return "".join(ch for ch in word.lower() if ch.isalnum())
+
+
+class Agreement:
+    """LocalAgreement-2 (whisper_streaming) at word level for one turn: a word is emitted once two
+    successive hypotheses agree on it and on everything before it (compared without case or punctuation),
+    each hypothesis without its last word, and nothing emitted is taken back. `final` emits what the last
+    decode adds after the agreed words."""
+
+    def __init__(self) -> None:
+        self.emitted: list[str] = []
+        self._previous: list[str] = []
+
+    def _delta(self, words: list[str]) -> str:
+        if not words:
+            return ""
+        text = " ".join(words)
+        return f" {text}" if self.emitted else text
+
+    def update(self, hypothesis: str) -> str:
+        """A new hypothesis of the whole turn so far → the delta text it settles ('' when none). Its last
+        word is left out: the audio may end inside it ("ask" heard as "asked" half a word early)."""
+        words = hypothesis.split()[:-1]
+        agreed = 0
+        for a, b in zip(self._previous, words, strict=False):  # as far as both go
+            if _key(a) != _key(b):
+                break
+            agreed += 1
+        self._previous = words
+        if agreed <= len(self.emitted) or [_key(w) for w in words[: len(self.emitted)]] != [
+            _key(w) for w in self.emitted
+        ]:
+            return ""
+        delta = self._delta(words[len(self.emitted) : agreed])
+        self.emitted = words[:agreed]
+        return delta
+
+    def final(self, transcript: str) -> str:
+        """The turn's final transcript → the last delta: its words after as many as were emitted, when it
+        begins with them up to one word in five (two hypotheses can agree on a word the whole turn hears
+        otherwise: "asked" for "ask"); '' when it does not. Deltas are never retracted; `completed`
+        carries the transcript."""
+        words = transcript.split()
+        n = len(self.emitted)
+        differ = sum(_key(a) != _key(b) for a, b in zip(words[:n], self.emitted, strict=False))
+        if len(words) < n or differ > n // 5:
+            return ""
+        delta = self._delta(words[n:])
+        self.emitted = words
+        return delta
 
 
 def _number(value: Any, name: str, low: float, high: float) -> float:
@@ -250,6 +308,8 @@ class Session:
         self._open_item: str | None = None  # the turn the VAD has started
         self.last_item: str | None = None
         self.turns: list[Turn] = []
+        self.partial: Turn | None = None  # the open turn so far, when it is due a re-decode (the latest only)
+        self._partial_at = 0  # buffered samples of the open turn at its last partial
         if vad is not None and self.config.turns is not None:
             vad.configure(self.config.turns)
 
@@ -340,8 +400,9 @@ class Session:
                         "audio_start_ms": (self._origin + ev.start) * 1000 // RATE,
                     }
                 )
+                self._partial_at = 0
             elif isinstance(ev, SpeechStopped) and self._open_item is not None:
-                item = self._open_item
+                item, self._open_item = self._open_item, None
                 out.append(
                     {
                         "type": "input_audio_buffer.speech_stopped",
@@ -351,6 +412,9 @@ class Session:
                     }
                 )
                 out += self._commit_turn(item, self._cut(ev.end))
+        if self._open_item is not None and self._buffered - self._partial_at >= PARTIAL_EVERY_S * RATE:
+            self._partial_at = self._buffered
+            self.partial = Turn(self._open_item, self._joined().copy(), self.config, partial=True)
         return out
 
     def _drop_before(self, stream_sample: int) -> None:
@@ -401,6 +465,8 @@ class Session:
 
     def _commit_turn(self, item: str, audio: np.ndarray) -> list[dict[str, Any]]:
         previous, self.last_item = self.last_item, item
+        if self.partial is not None and self.partial.item_id == item:
+            self.partial = None  # the whole turn is decoded next: no partial of it is worth running now
         self.turns.append(Turn(item, audio, self.config))
         added = "conversation.item.added" if self.dialect == "ga" else "conversation.item.created"
         return [
@@ -428,6 +494,7 @@ class Session:
     def _clear(self) -> None:
         self._resampler.flush()
         self._buffer, self._buffered, self._offset, self._open_item = [], 0, 0, None
+        self.partial = None
         self._reset_detector()
 
     def _reset_detector(self) -> None:

@@ -20,7 +20,7 @@ from dsp.resample import resample
 from models.errors import DomainError
 from models.provider import ModelProvider
 from models.tasks import Segment, TranscribeOptions, Transcriber, TurnOptions, VoiceActivityDetector
-from server.realtime import RATE, ClientError, Session, Turn, event_id
+from server.realtime import RATE, Agreement, ClientError, Session, Turn, event_id
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["realtime"])
@@ -84,56 +84,67 @@ async def _transcribe(provider: ModelProvider, turn: Turn) -> tuple[str, float]:
     return "".join(texts).strip(), len(turn.audio) / RATE
 
 
+def _failed(turn: Turn, kind: str, code: str, message: str, param: str | None = None) -> dict[str, Any]:
+    return {
+        "type": "conversation.item.input_audio_transcription.failed",
+        "event_id": event_id(),
+        "item_id": turn.item_id,
+        "content_index": 0,
+        "error": {"type": kind, "code": code, "message": message, "param": param},
+    }
+
+
 async def _turns(provider: ModelProvider, session: Session, out: _Socket, wake: asyncio.Event) -> None:
-    """Transcribe committed turns in commit order; each ends in `completed` or `failed`."""
+    """Transcribe committed turns in commit order (each ends in `completed` or `failed`); between them,
+    re-decode the open turn when it is due, and send what the hypotheses agree on."""
+    agreements: dict[str, Agreement] = {}
     while True:
         await wake.wait()
         wake.clear()
-        while session.turns:
-            turn = session.turns.pop(0)
+        while session.turns or session.partial is not None:
+            turn = session.turns.pop(0) if session.turns else session.partial
+            assert turn is not None
+            if turn.partial:
+                session.partial = None
             base = {"item_id": turn.item_id, "content_index": 0}
+            agreement = agreements.setdefault(turn.item_id, Agreement())
             try:
                 text, seconds = await _transcribe(provider, turn)
             except DomainError as exc:
-                out.send(
-                    {
-                        "type": "conversation.item.input_audio_transcription.failed",
-                        "event_id": event_id(),
-                        **base,
-                        "error": {
-                            "type": "invalid_request_error",
-                            "code": exc.code,
-                            "message": str(exc),
-                            "param": getattr(exc, "param", None),
-                        },
-                    }
-                )
+                if not turn.partial:
+                    agreements.pop(turn.item_id, None)
+                    out.send(
+                        _failed(
+                            turn, "invalid_request_error", exc.code, str(exc), getattr(exc, "param", None)
+                        )
+                    )
                 continue
             except Exception:  # a bug: logged; the client hears of it, the session goes on
                 log.exception("realtime transcription failed")
-                out.send(
-                    {
-                        "type": "conversation.item.input_audio_transcription.failed",
-                        "event_id": event_id(),
-                        **base,
-                        "error": {
-                            "type": "server_error",
-                            "code": "server_error",
-                            "message": "The server had an error while transcribing.",
-                            "param": None,
-                        },
-                    }
-                )
+                if not turn.partial:
+                    agreements.pop(turn.item_id, None)
+                    out.send(
+                        _failed(
+                            turn,
+                            "server_error",
+                            "server_error",
+                            "The server had an error while transcribing.",
+                        )
+                    )
                 continue
-            if text:
+            delta = agreement.update(text) if turn.partial else agreement.final(text)
+            if delta:
                 out.send(
                     {
                         "type": "conversation.item.input_audio_transcription.delta",
                         "event_id": event_id(),
                         **base,
-                        "delta": text,
+                        "delta": delta,
                     }
                 )
+            if turn.partial:
+                continue
+            agreements.pop(turn.item_id, None)
             out.send(
                 {
                     "type": "conversation.item.input_audio_transcription.completed",
@@ -203,7 +214,7 @@ async def realtime(websocket: WebSocket) -> None:
                 continue
             for reply in replies:
                 out.send(reply)
-            if session.turns:
+            if session.turns or session.partial is not None:
                 wake.set()
         await websocket.close(code=CLOSE_SLOW, reason="the client is not reading its events")
     except WebSocketDisconnect:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from dsp.resample import resample
 from server.app import create_app
+from server.realtime import Agreement
 from server.settings import Settings
 from tests.support.audio import load_audio
 from tests.support.data import REFERENCE, normalize, wer
@@ -49,12 +51,16 @@ def _send(ws: ClientConnection, event: dict[str, Any]) -> None:
     ws.send(json.dumps(event))
 
 
-def _append_all(ws: ClientConnection, pcm: bytes, chunk_ms: int = 100, bytes_per_ms: int = 48) -> None:
+def _append_all(
+    ws: ClientConnection, pcm: bytes, chunk_ms: int = 100, bytes_per_ms: int = 48, speed: float | None = None
+) -> None:
+    """Append in pieces of `chunk_ms`; `speed`: paced at that many times real time (a microphone is 1)."""
     step = chunk_ms * bytes_per_ms
     for i in range(0, len(pcm), step):
-        _send(
-            ws, {"type": "input_audio_buffer.append", "audio": base64.b64encode(pcm[i : i + step]).decode()}
-        )
+        audio = base64.b64encode(pcm[i : i + step]).decode()
+        _send(ws, {"type": "input_audio_buffer.append", "audio": audio})
+        if speed is not None:
+            time.sleep(chunk_ms / 1000 / speed)
 
 
 def _configured(ws: ClientConnection, kind: str, session: dict[str, Any]) -> list[dict[str, Any]]:
@@ -115,7 +121,8 @@ def test_session_created_then_a_manual_commit_transcribes(base_url: str) -> None
 
 
 def test_server_vad_commits_each_turn(base_url: str) -> None:
-    """Two utterances with 2 s of silence between them, sent in 30-ms pieces as a microphone would, with a
+    """Two utterances with 2 s of silence between them, sent in 30-ms pieces as a microphone would (1.5× real
+    time), with a
     1.2-s silence_duration (jfk.wav pauses for ~1 s after "Americans"): two turns, each speech_started →
     speech_stopped → committed → item added → delta → completed, in order."""
     audio = np.concatenate(
@@ -132,7 +139,7 @@ def test_server_vad_commits_each_turn(base_url: str) -> None:
         seen = _configured(
             ws, "session.update", {"type": "transcription", "audio": {"input": {"turn_detection": detection}}}
         )
-        _append_all(ws, _pcm24(audio), chunk_ms=30)
+        _append_all(ws, _pcm24(audio), chunk_ms=30, speed=1.5)
         first = _until(ws, "conversation.item.input_audio_transcription.completed", seen)
         second = _until(ws, "conversation.item.input_audio_transcription.completed", seen)
     # per turn, in order (the next turn's speech events may come before the last turn's transcript)
@@ -145,15 +152,26 @@ def test_server_vad_commits_each_turn(base_url: str) -> None:
     assert others == ["session.created", "session.updated"], [
         (e["type"], e.get("audio_start_ms"), e.get("audio_end_ms"), e.get("transcript")) for e in seen
     ]
-    turn = [
-        "input_audio_buffer.speech_started",
-        "input_audio_buffer.speech_stopped",
-        "input_audio_buffer.committed",
-        "conversation.item.added",
-        "conversation.item.input_audio_transcription.delta",
-        "conversation.item.input_audio_transcription.completed",
-    ]
-    assert by_item[items[0]] == by_item[items[1]] == turn
+    for (
+        kinds
+    ) in by_item.values():  # deltas while the speaker talks (LocalAgreement), and after the final decode
+        assert [k for k in kinds if not k.endswith(".delta")] == [
+            "input_audio_buffer.speech_started",
+            "input_audio_buffer.speech_stopped",
+            "input_audio_buffer.committed",
+            "conversation.item.added",
+            "conversation.item.input_audio_transcription.completed",
+        ]
+        assert kinds.index("conversation.item.input_audio_transcription.delta") < kinds.index(
+            "input_audio_buffer.speech_stopped"
+        )
+    for done in (first, second):
+        deltas = [
+            e["delta"] for e in seen if e["type"].endswith(".delta") and e["item_id"] == done["item_id"]
+        ]
+        # several deltas, and together they say what the final decode says (agreed words can differ from
+        # it only where two successive hypotheses both heard them otherwise: never on this speech so far)
+        assert len(deltas) >= 2 and wer(done["transcript"], "".join(deltas)) <= 0.1
     started = [e for e in seen if e["type"] == "input_audio_buffer.speech_started"]
     stopped = [e for e in seen if e["type"] == "input_audio_buffer.speech_stopped"]
     assert (
@@ -295,3 +313,25 @@ def test_the_api_key_is_checked_at_the_handshake(tmp_path: Path) -> None:
         with _ws(base, subprotocols=["realtime", "openai-insecure-api-key.sekrit"]) as ws:  # browsers
             assert ws.subprotocol == "realtime"
             assert json.loads(ws.recv(timeout=60))["type"] == "session.created"
+
+
+def test_local_agreement_emits_what_two_hypotheses_share_and_never_retracts() -> None:
+    a = Agreement()  # each hypothesis's last word is held back: the audio may end inside it
+    assert a.update("And so my") == ""  # one hypothesis: nothing agreed yet
+    assert a.update("And so, my fellow") == "And so,"  # case and punctuation aside, "and so" agree
+    assert a.update("And so my fellow Americans") == " my"
+    assert a.update("And then my fellow Americans ask") == ""  # disagrees with what was sent: wait
+    assert a.update("And so my fellow Americans asked") == ""  # one agreeing hypothesis after it
+    assert a.update("And so my fellow Americans asked not what") == " fellow Americans"
+    assert a.final("And so, my fellow Americans, ask not what your country can do.") == (
+        " ask not what your country can do."
+    )
+    b = Agreement()
+    b.update("Hello there you")
+    assert b.update("Hello there friend") == "Hello there"
+    assert b.final("Goodbye.") == ""  # the final decode disagrees: nothing taken back, nothing added
+    c = Agreement()  # both hypotheses heard "asked"; the final decode hears "ask": one word in six
+    c.update("And so my fellow Americans asked not")
+    assert c.update("And so my fellow Americans asked not what") == "And so my fellow Americans asked"
+    assert c.final("And so my fellow Americans ask not what your country") == " not what your country"
+    assert c.final("Something else entirely, and longer than before.") == ""
