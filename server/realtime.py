@@ -30,6 +30,7 @@ from models.tasks import SpeechStarted, SpeechStopped, TurnOptions, TurnStream
 
 RATE = 16_000  # what the detector and the transcriber hear
 MIN_COMMIT_MS = 100  # OpenAI refuses to commit less than this
+MAX_PROMPT_CHARS = 4096
 PARTIAL_EVERY_S = 1.0  # an open turn is re-decoded each time this much more of it has arrived
 Dialect = Literal["ga", "beta"]
 Format = Literal["audio/pcm", "audio/pcmu", "audio/pcma"]
@@ -178,6 +179,10 @@ def _transcription(config: Config, value: Any, param: str) -> Config:
     for key in ("model", "language", "prompt"):
         if key in value and value[key] is not None and not isinstance(value[key], str):
             raise ClientError(f"{key} must be a string", "invalid_value", f"{param}.{key}")
+    if len(value.get("prompt") or "") > MAX_PROMPT_CHARS:
+        raise ClientError(
+            f"prompt is longer than {MAX_PROMPT_CHARS} characters", "invalid_value", f"{param}.prompt"
+        )
     return replace(
         config,
         model=value.get("model") or config.model,

@@ -216,7 +216,10 @@ async def realtime(websocket: WebSocket) -> None:
                 out.send(reply)
             if session.turns or session.partial is not None:
                 wake.set()
-        await websocket.close(code=CLOSE_SLOW, reason="the client is not reading its events")
+        # the client stopped reading: what is queued for it is dropped, and the close does not wait on it
+        sender.cancel()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(websocket.close(code=CLOSE_SLOW, reason="events not read"), timeout=5)
     except WebSocketDisconnect:
         pass
     finally:

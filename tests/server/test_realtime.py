@@ -63,6 +63,62 @@ def _append_all(
             time.sleep(chunk_ms / 1000 / speed)
 
 
+class _StalledClient:
+    """A WebSocket client on a raw socket with a 4-KB receive buffer that does not read until asked."""
+
+    def __init__(self, base: str) -> None:
+        import os
+        import socket
+
+        host, port = base.removeprefix("http://").split(":")
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        self.sock.connect((host, int(port)))
+        self.sock.settimeout(10)  # a send that cannot finish: the server stopped reading
+        key = base64.b64encode(os.urandom(16)).decode()
+        request = (
+            f"GET /v1/realtime?intent=transcription HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        self.sock.sendall(request.encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += self.sock.recv(1)
+        assert head.startswith(b"HTTP/1.1 101")
+
+    def send(self, payload: bytes) -> bool:
+        """One masked text frame; False once the server has gone."""
+        import os
+        import struct
+
+        n = len(payload)
+        if n < 126:
+            length = bytes([0x80 | n])
+        elif n < 65536:
+            length = bytes([0x80 | 126]) + struct.pack(">H", n)
+        else:
+            length = bytes([0x80 | 127]) + struct.pack(">Q", n)
+        mask = os.urandom(4)
+        body = (np.frombuffer(payload, np.uint8) ^ np.resize(np.frombuffer(mask, np.uint8), n)).tobytes()
+        try:
+            self.sock.sendall(b"\x81" + length + mask + body)
+        except OSError:
+            return False
+        return True
+
+    def read_all(self, timeout: float) -> bytes:
+        """Everything the server sent, until it closes the connection."""
+        self.sock.settimeout(timeout)
+        data = b""
+        try:
+            while chunk := self.sock.recv(1 << 16):
+                data += chunk
+        except ConnectionResetError:
+            pass
+        self.sock.close()
+        return data
+
+
 def _configured(ws: ClientConnection, kind: str, session: dict[str, Any]) -> list[dict[str, Any]]:
     """Read session.created, send an update of `kind` (GA or beta), wait for its answer: the events so far."""
     seen: list[dict[str, Any]] = []
@@ -256,6 +312,9 @@ def test_bad_events_are_errors_and_the_session_goes_on(base_url: str) -> None:
         )
         err = error_for(json.dumps({"type": "session.update", "session": {"type": "realtime"}}))
         assert err["param"] == "session.type"
+        long_prompt = {"audio": {"input": {"transcription": {"prompt": "x" * 5000}}}}
+        err = error_for(json.dumps({"type": "session.update", "session": long_prompt}))
+        assert err["param"] == "session.audio.input.transcription.prompt"
         # still serving: a clear and a valid update are answered
         _send(ws, {"type": "input_audio_buffer.clear"})
         _until(ws, "input_audio_buffer.cleared", seen)
@@ -335,3 +394,67 @@ def test_local_agreement_emits_what_two_hypotheses_share_and_never_retracts() ->
     assert c.update("And so my fellow Americans asked not what") == "And so my fellow Americans asked"
     assert c.final("And so my fellow Americans ask not what your country") == " not what your country"
     assert c.final("Something else entirely, and longer than before.") == ""
+
+
+def test_sessions_share_passes_and_a_stalled_client_is_closed_without_holding_up_others(
+    base_url: str,
+) -> None:
+    """Three sessions commit at once: their turns share the worker's passes and each gets its own
+    transcript. Meanwhile a client that sends without ever reading is closed once its queue is full,
+    and the other sessions are not slowed by it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.support.metrics import metric
+
+    stalled = _StalledClient(base_url)  # reads nothing: the server's send buffers fill, then its queue
+    prompt = "word " * 800  # each session.updated echoes it: ~4 KB an event
+    session = {"audio": {"input": {"transcription": {"prompt": prompt}}}}
+    update = json.dumps({"type": "session.update", "session": session}).encode()
+    for _ in range(4000):  # ~16 MB of events it will not read: more than the socket buffers hold
+        if not stalled.send(update):
+            break
+    names = ["jfk", "beckett", "jfk"]
+    clips = {n: load_audio(n) for n in set(names)}
+    sockets = [_ws(base_url) for _ in names]
+    for ws, name in zip(sockets, names, strict=True):
+        _configured(
+            ws, "session.update", {"type": "transcription", "audio": {"input": {"turn_detection": None}}}
+        )
+        _append_all(ws, _pcm24(clips[name]))
+    for ws in sockets:
+        _send(ws, {"type": "input_audio_buffer.commit"})
+
+    def transcript(ws: ClientConnection) -> str:
+        done = _until(ws, "conversation.item.input_audio_transcription.completed", [])
+        ws.close()
+        return str(done["transcript"])
+
+    with ThreadPoolExecutor(len(sockets)) as pool:
+        texts = list(pool.map(transcript, sockets))
+    assert normalize(texts[0]) == normalize(texts[2]) == normalize(REFERENCE["jfk"])
+    assert wer(REFERENCE["beckett"], texts[1]) <= 0.2
+    assert metric(base_url, "mlx_audio_worker_largest_batch") >= 2
+    # the server gave up on the stalled client: it closed the connection with most events never sent
+    received = stalled.read_all(timeout=60)
+    assert received.count(b'"session.updated"') < 2000
+
+
+def test_closing_the_socket_cancels_its_transcription(base_url: str) -> None:
+    from tests.support.metrics import metric
+
+    before = metric(base_url, "mlx_audio_worker_jobs_cancelled")
+    long = np.concatenate([load_audio("two_cities_16k")] * 3)  # ~3 min: far longer than the test waits
+    with _ws(base_url) as ws:
+        _configured(
+            ws, "session.update", {"type": "transcription", "audio": {"input": {"turn_detection": None}}}
+        )
+        _append_all(ws, _pcm24(long), chunk_ms=1000)
+        _send(ws, {"type": "input_audio_buffer.commit"})
+        _until(ws, "input_audio_buffer.committed", [])
+        time.sleep(0.5)  # the decode has started
+    deadline = time.monotonic() + 30
+    while metric(base_url, "mlx_audio_worker_jobs_cancelled") <= before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert metric(base_url, "mlx_audio_worker_jobs_cancelled") > before
+    with _ws(base_url) as ws:  # and the server goes on
+        assert json.loads(ws.recv(timeout=30))["type"] == "session.created"
