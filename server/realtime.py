@@ -62,6 +62,7 @@ def item_id() -> str:
 @dataclass(frozen=True)
 class Config:
     format: Format = "audio/pcm"
+    rate: int = 24_000  # of audio/pcm input (the OpenAI protocol fixes 24 kHz; mlx-audio's clients choose)
     model: str = "whisper-1"
     language: str | None = None
     prompt: str = ""
@@ -304,7 +305,7 @@ class Session:
         self.config = Config(model=model)
         self.vad = vad
         self.max_samples = int(max_seconds * RATE)
-        self._resampler = Resampler(_INPUT_RATE[self.config.format], RATE)
+        self._resampler = Resampler(self.config.rate, RATE)
         self._buffer: list[np.ndarray] = []  # 16-kHz audio since the last commit
         self._buffered = 0
         self._offset = 0  # where the buffer starts, in samples since the detector's last reset
@@ -313,6 +314,7 @@ class Session:
         self._open_item: str | None = None  # the turn the VAD has started
         self.last_item: str | None = None
         self.turns: list[Turn] = []
+        self.in_flight = 0  # committed turns whose transcript has not been sent yet
         self.partial: Turn | None = None  # the open turn so far, when it is due a re-decode (the latest only)
         self._partial_at = 0  # buffered samples of the open turn at its last partial
         if vad is not None and self.config.turns is not None:
@@ -342,8 +344,8 @@ class Session:
     def _update(self, event: dict[str, Any], dialect: Dialect) -> list[dict[str, Any]]:
         config = parse_update(self.config, event.get("session"), dialect)
         if config.format != self.config.format:
-            self._flush_resampler()
-            self._resampler = Resampler(_INPUT_RATE[config.format], RATE)
+            config = replace(config, rate=_INPUT_RATE[config.format])
+        self._set_input(config)
         if config.turns != self.config.turns and self.vad is not None:
             if config.turns is not None:
                 self.vad.configure(config.turns)
@@ -354,6 +356,32 @@ class Session:
         self.config, self.dialect = config, dialect
         kind = "session.updated" if dialect == "ga" else "transcription_session.updated"
         return [{"type": kind, "event_id": event_id(), "session": self.describe()}]
+
+    def _set_input(self, config: Config) -> None:
+        if config.rate != self.config.rate:
+            self._flush_resampler()
+            self._resampler = Resampler(config.rate, RATE)
+
+    def use_raw_pcm(self, rate: int, model: str, language: str | None) -> None:
+        """mlx-audio's protocol: pcm16 at the client's rate, its model and language, server_vad."""
+        if not 8_000 <= rate <= 192_000:
+            raise ClientError("sample_rate must be 8000..192000 Hz", "invalid_value", "sample_rate")
+        config = replace(self.config, format="audio/pcm", rate=rate, model=model, language=language)
+        self._set_input(config)
+        self.config = config
+
+    def append_pcm(self, data: bytes) -> list[dict[str, Any]]:
+        """Raw little-endian pcm16 (a binary frame) at the configured rate."""
+        return self._append(base64.b64encode(data).decode())
+
+    def finish(self) -> list[dict[str, Any]]:
+        """The end of the audio: the open turn is committed now (with turn detection off: what is
+        buffered, if there is enough of it)."""
+        self._flush_resampler()
+        detecting = self.vad is not None and self.config.turns is not None
+        if self._open_item is None if detecting else self._buffered < MIN_COMMIT_MS * RATE // 1000:
+            return []
+        return self._commit()
 
     # --- audio ----------------------------------------------------------------------------------
 
@@ -473,6 +501,7 @@ class Session:
         if self.partial is not None and self.partial.item_id == item:
             self.partial = None  # the whole turn is decoded next: no partial of it is worth running now
         self.turns.append(Turn(item, audio, self.config))
+        self.in_flight += 1
         added = "conversation.item.added" if self.dialect == "ga" else "conversation.item.created"
         return [
             {

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
@@ -19,6 +20,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from dsp.resample import resample
 from models.errors import DomainError
 from models.provider import ModelProvider
+from models.registry import ModelSpec
 from models.tasks import Segment, TranscribeOptions, Transcriber, TurnOptions, VoiceActivityDetector
 from server.realtime import RATE, Agreement, ClientError, Session, Turn, event_id
 
@@ -45,16 +47,23 @@ def error_event(
 
 
 class _Socket:
-    """Server events out through a bounded queue, drained by one sender task."""
+    """Server events out through a bounded queue, drained by one sender task. `wire` turns an OpenAI
+    server event into what this endpoint's clients read (None: nothing)."""
 
-    def __init__(self, websocket: WebSocket) -> None:
+    def __init__(
+        self, websocket: WebSocket, wire: Callable[[dict[str, Any]], dict[str, Any] | None] = lambda e: e
+    ) -> None:
         self.ws = websocket
+        self.wire = wire
         self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(SEND_QUEUE)
         self.too_slow = False
 
     def send(self, event: dict[str, Any]) -> None:
+        message = self.wire(event)
+        if message is None:
+            return
         try:
-            self.queue.put_nowait(event)
+            self.queue.put_nowait(message)
         except asyncio.QueueFull:
             self.too_slow = True
 
@@ -112,6 +121,7 @@ async def _turns(provider: ModelProvider, session: Session, out: _Socket, wake: 
                 text, seconds = await _transcribe(provider, turn)
             except DomainError as exc:
                 if not turn.partial:
+                    session.in_flight -= 1
                     agreements.pop(turn.item_id, None)
                     out.send(
                         _failed(
@@ -122,6 +132,7 @@ async def _turns(provider: ModelProvider, session: Session, out: _Socket, wake: 
             except Exception:  # a bug: logged; the client hears of it, the session goes on
                 log.exception("realtime transcription failed")
                 if not turn.partial:
+                    session.in_flight -= 1
                     agreements.pop(turn.item_id, None)
                     out.send(
                         _failed(
@@ -145,6 +156,7 @@ async def _turns(provider: ModelProvider, session: Session, out: _Socket, wake: 
             if turn.partial:
                 continue
             agreements.pop(turn.item_id, None)
+            session.in_flight -= 1
             out.send(
                 {
                     "type": "conversation.item.input_audio_transcription.completed",
@@ -178,56 +190,182 @@ async def realtime(websocket: WebSocket) -> None:
             await sender
         await websocket.close(code=1008)
         return
-    provider: ModelProvider = websocket.app.state.provider
-    settings = websocket.app.state.settings
-    vad_spec = provider.registry.default_for("vad")
-    transcriber_spec = provider.registry.default_for("transcription")
-    stack = contextlib.AsyncExitStack()
-    wake = asyncio.Event()
-    worker: asyncio.Task[None] | None = None
     try:
+        async with _session(websocket, out) as (session, wake):
+            out.send(session.created())
+            while not out.too_slow:
+                message = await websocket.receive_text()
+                client_event: str | None = None
+                try:
+                    try:
+                        event = json.loads(message)
+                    except json.JSONDecodeError as exc:
+                        raise ClientError(f"the message is not JSON: {exc}", "invalid_json") from None
+                    if not isinstance(event, dict):
+                        raise ClientError("an event is a JSON object", "invalid_event")
+                    client_event = event.get("event_id") if isinstance(event.get("event_id"), str) else None
+                    replies = await asyncio.to_thread(session.handle, event)
+                except ClientError as exc:
+                    out.send(error_event(exc.message, exc.code, param=exc.param, client_event=client_event))
+                    continue
+                _send_all(out, session, wake, replies)
+            await _close_slow(websocket, sender)
+    except WebSocketDisconnect:
+        pass
+    finally:
+        await _stop(sender)
+
+
+def _send_all(out: _Socket, session: Session, wake: asyncio.Event, replies: list[dict[str, Any]]) -> None:
+    for reply in replies:
+        out.send(reply)
+    if session.turns or session.partial is not None:
+        wake.set()
+
+
+async def _close_slow(websocket: WebSocket, sender: asyncio.Task[None]) -> None:
+    """The client stopped reading: what is queued for it is dropped, and the close does not wait on it."""
+    sender.cancel()
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(websocket.close(code=CLOSE_SLOW, reason="events not read"), timeout=5)
+
+
+async def _stop(task: asyncio.Task[None] | None) -> None:
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+
+
+@contextlib.asynccontextmanager
+async def _session(websocket: WebSocket, out: _Socket) -> AsyncIterator[tuple[Session, asyncio.Event]]:
+    """A session on the default detector and transcriber, its turns transcribed by a task until it ends."""
+    provider: ModelProvider = websocket.app.state.provider
+    vad_spec = provider.registry.default_for("vad")
+    transcriber = provider.registry.default_for("transcription")
+    async with contextlib.AsyncExitStack() as stack:
         turns = None
         if vad_spec is not None:
             detector: VoiceActivityDetector = await stack.enter_async_context(provider.use(vad_spec.id))
             turns = detector.stream(TurnOptions())
         session = Session(
             turns,
-            max_seconds=settings.max_audio_seconds,
-            model=transcriber_spec.id if transcriber_spec is not None else "whisper-1",
+            max_seconds=websocket.app.state.settings.max_audio_seconds,
+            model=transcriber.id if transcriber is not None else "whisper-1",
         )
-        out.send(session.created())
+        wake = asyncio.Event()
         worker = asyncio.create_task(_turns(provider, session, out, wake))
-        while not out.too_slow:
-            message = await websocket.receive_text()
-            client_event: str | None = None
+        try:
+            yield session, wake
+        finally:
+            await _stop(worker)
+
+
+# --- mlx-audio's WS /v1/audio/transcriptions/realtime ----------------------------------------------
+
+
+class _MlxAudioWire:
+    """OpenAI server events → mlx-audio's messages: `{"text", "segments", "language", "is_partial"}` as a
+    turn's words arrive (the text so far) and when it is done, `{"error", "status": "error"}`."""
+
+    def __init__(self, language: str | None) -> None:
+        self.language = language
+        self.text: dict[str, str] = {}
+
+    def __call__(self, event: dict[str, Any]) -> dict[str, Any] | None:
+        kind = event["type"]
+        if kind.endswith("transcription.delta"):
+            text = self.text[event["item_id"]] = self.text.get(event["item_id"], "") + event["delta"]
+            return {"text": text, "segments": None, "language": self.language, "is_partial": True}
+        if kind.endswith("transcription.completed"):
+            self.text.pop(event["item_id"], None)
+            return {
+                "text": event["transcript"],
+                "segments": None,
+                "language": self.language,
+                "is_partial": False,
+            }
+        if kind == "error" or kind.endswith("transcription.failed"):
+            return {"error": event["error"]["message"], "status": "error"}
+        return None
+
+
+@router.websocket("/v1/audio/transcriptions/realtime")
+async def mlx_audio_realtime(websocket: WebSocket) -> None:
+    """mlx-audio's realtime protocol, so its clients switch without code changes: a JSON config first
+    (`model`, `language`, `sample_rate`, default 16000), then binary little-endian int16 frames, and
+    `{"action": "stop"}` to end (what was said so far is finished first). Turns come from our Silero
+    server_vad (500 ms of silence) with the same deltas; an unknown model name (mlx-audio's default is a
+    Hugging Face repo) means the default transcriber, which the `ready` message names."""
+    await websocket.accept()
+    try:
+        config = await websocket.receive_json()
+    except (WebSocketDisconnect, json.JSONDecodeError, KeyError):
+        await websocket.close(code=1003)
+        return
+    config = config if isinstance(config, dict) else {}
+    language = config.get("language") if isinstance(config.get("language"), str) else None
+    language = None if language in (None, "", "Detect") else language
+    wire = _MlxAudioWire(language)
+    out = _Socket(websocket, wire)
+    sender = asyncio.create_task(out.sender())
+    provider: ModelProvider = websocket.app.state.provider
+    name = config.get("model")
+    spec: ModelSpec | None
+    try:
+        spec = provider.registry.for_task(name if isinstance(name, str) else None, "transcription")
+    except DomainError:
+        spec = provider.registry.default_for("transcription")
+    try:
+        async with _session(websocket, out) as (session, wake):
             try:
-                try:
-                    event = json.loads(message)
-                except json.JSONDecodeError as exc:
-                    raise ClientError(f"the message is not JSON: {exc}", "invalid_json") from None
-                if not isinstance(event, dict):
-                    raise ClientError("an event is a JSON object", "invalid_event")
-                client_event = event.get("event_id") if isinstance(event.get("event_id"), str) else None
-                replies = await asyncio.to_thread(session.handle, event)
+                rate = config.get("sample_rate", 16_000)
+                session.use_raw_pcm(
+                    int(rate) if isinstance(rate, int | float) else -1,
+                    spec.id if spec else "whisper-1",
+                    language,
+                )
             except ClientError as exc:
-                out.send(error_event(exc.message, exc.code, param=exc.param, client_event=client_event))
-                continue
-            for reply in replies:
-                out.send(reply)
-            if session.turns or session.partial is not None:
-                wake.set()
-        # the client stopped reading: what is queued for it is dropped, and the close does not wait on it
-        sender.cancel()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(websocket.close(code=CLOSE_SLOW, reason="events not read"), timeout=5)
+                out.send(error_event(exc.message, exc.code, param=exc.param))
+                out.close()
+                await sender
+                await websocket.close(code=1003)
+                return
+            await websocket.send_json(
+                {"status": "ready", "message": "Ready to transcribe", "model": session.config.model}
+            )
+            while not out.too_slow:
+                message = await websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    raise WebSocketDisconnect(message.get("code", 1000))
+                try:
+                    if message.get("bytes") is not None:
+                        replies = await asyncio.to_thread(session.append_pcm, message["bytes"])
+                    elif _is_stop(message.get("text")):
+                        _send_all(out, session, wake, await asyncio.to_thread(session.finish))
+                        while session.in_flight:
+                            await asyncio.sleep(0.05)  # the last turn's transcript leaves first
+                        break
+                    else:
+                        continue
+                except ClientError as exc:
+                    out.send(error_event(exc.message, exc.code, param=exc.param))
+                    continue
+                _send_all(out, session, wake, replies)
+            if out.too_slow:
+                await _close_slow(websocket, sender)
+                return
+        out.close()
+        await sender
+        await websocket.close()
     except WebSocketDisconnect:
         pass
     finally:
-        if worker is not None:
-            worker.cancel()
-        sender.cancel()
-        for task in (worker, sender):
-            if task is not None:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-        await stack.aclose()
+        await _stop(sender)
+
+
+def _is_stop(text: Any) -> bool:
+    try:
+        return isinstance(text, str) and json.loads(text).get("action") == "stop"
+    except (json.JSONDecodeError, AttributeError):
+        return False

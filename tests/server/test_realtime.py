@@ -458,3 +458,44 @@ def test_closing_the_socket_cancels_its_transcription(base_url: str) -> None:
     assert metric(base_url, "mlx_audio_worker_jobs_cancelled") > before
     with _ws(base_url) as ws:  # and the server goes on
         assert json.loads(ws.recv(timeout=30))["type"] == "session.created"
+
+
+def test_mlx_audio_clients_work_unchanged(base_url: str) -> None:
+    """mlx-audio's `WS /v1/audio/transcriptions/realtime`: a JSON config (its default model name, which
+    is not ours), binary int16 frames at 16 kHz as its client sends them, `{"action": "stop"}`: partial
+    texts while the speaker talks, the final text, then the server closes."""
+    audio = np.concatenate([_silence(0.5), load_audio("jfk"), _silence(0.3)])  # stop comes mid-silence
+    pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+    url = base_url.replace("http://", "ws://") + "/v1/audio/transcriptions/realtime"
+    with connect(url, open_timeout=60) as ws:
+        ws.send(
+            json.dumps(
+                {"model": "mlx-community/whisper-large-v3-turbo", "language": "en", "sample_rate": 16000}
+            )
+        )
+        ready = json.loads(ws.recv(timeout=60))
+        assert ready["status"] == "ready" and ready["model"]  # the default transcriber stands in
+        for i in range(0, len(pcm), 3200):  # 100 ms frames, 2x real time
+            ws.send(pcm[i : i + 3200])
+            time.sleep(0.05)
+        ws.send(json.dumps({"action": "stop"}))
+        messages = []
+        with pytest.raises(ConnectionClosed):
+            while True:
+                messages.append(json.loads(ws.recv(timeout=60)))
+    partial = [m for m in messages if m.get("is_partial") is True]
+    final = [m for m in messages if m.get("is_partial") is False]
+    # one final text per turn (mlx-audio's own server also ends a turn after 0.5 s of silence)
+    assert len(final) >= 2 and all(m["text"] and m["language"] == "en" for m in final)
+    assert wer(REFERENCE["jfk"], " ".join(m["text"] for m in final)) <= 0.05
+    assert partial and all(m["text"] for m in partial)  # words while the speaker talks
+    assert [m for m in messages if "error" in m] == []
+    # a bad sample rate is an error message and a close
+    with connect(url, open_timeout=60) as ws:
+        ws.send(json.dumps({"sample_rate": 3}))
+        assert json.loads(ws.recv(timeout=30)) == {
+            "error": "sample_rate must be 8000..192000 Hz",
+            "status": "error",
+        }
+        with pytest.raises(ConnectionClosed):
+            ws.recv(timeout=30)
