@@ -48,6 +48,12 @@ class Metrics:
             "mlx_audio_worker_jobs_cancelled", "Jobs cancelled because their client went away", registry=r
         )
         self.batches = Gauge("mlx_audio_worker_batches", "Batched passes run for streams", registry=r)
+        self.realtime_sessions = Gauge(
+            "mlx_audio_realtime_sessions", "Open realtime transcription sockets", registry=r
+        )
+        self.realtime_turns = Counter(
+            "mlx_audio_realtime_turns", "Realtime turns transcribed", ["outcome"], registry=r
+        )
         self.largest_batch = Gauge(
             "mlx_audio_worker_largest_batch", "Most requests sharing one pass", registry=r
         )

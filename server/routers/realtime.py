@@ -22,7 +22,9 @@ from models.errors import DomainError
 from models.provider import ModelProvider
 from models.registry import ModelSpec
 from models.tasks import Segment, TranscribeOptions, Transcriber, TurnOptions, VoiceActivityDetector
-from server.realtime import RATE, Agreement, ClientError, Session, Turn, event_id
+from server.metrics import Metrics
+from server.realtime import RATE, Agreement, Session, Turn, event_id
+from server.realtime_config import ClientError
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["realtime"])
@@ -103,7 +105,9 @@ def _failed(turn: Turn, kind: str, code: str, message: str, param: str | None = 
     }
 
 
-async def _turns(provider: ModelProvider, session: Session, out: _Socket, wake: asyncio.Event) -> None:
+async def _turns(
+    provider: ModelProvider, session: Session, out: _Socket, wake: asyncio.Event, metrics: Metrics
+) -> None:
     """Transcribe committed turns in commit order (each ends in `completed` or `failed`); between them,
     re-decode the open turn when it is due, and send what the hypotheses agree on."""
     agreements: dict[str, Agreement] = {}
@@ -123,6 +127,7 @@ async def _turns(provider: ModelProvider, session: Session, out: _Socket, wake: 
                 if not turn.partial:
                     session.in_flight -= 1
                     agreements.pop(turn.item_id, None)
+                    metrics.realtime_turns.labels("failed").inc()
                     out.send(
                         _failed(
                             turn, "invalid_request_error", exc.code, str(exc), getattr(exc, "param", None)
@@ -134,6 +139,7 @@ async def _turns(provider: ModelProvider, session: Session, out: _Socket, wake: 
                 if not turn.partial:
                     session.in_flight -= 1
                     agreements.pop(turn.item_id, None)
+                    metrics.realtime_turns.labels("failed").inc()
                     out.send(
                         _failed(
                             turn,
@@ -157,6 +163,7 @@ async def _turns(provider: ModelProvider, session: Session, out: _Socket, wake: 
                 continue
             agreements.pop(turn.item_id, None)
             session.in_flight -= 1
+            metrics.realtime_turns.labels("completed").inc()
             out.send(
                 {
                     "type": "conversation.item.input_audio_transcription.completed",
@@ -254,10 +261,13 @@ async def _session(websocket: WebSocket, out: _Socket) -> AsyncIterator[tuple[Se
             model=transcriber.id if transcriber is not None else "whisper-1",
         )
         wake = asyncio.Event()
-        worker = asyncio.create_task(_turns(provider, session, out, wake))
+        metrics = websocket.app.state.metrics
+        worker = asyncio.create_task(_turns(provider, session, out, wake, metrics))
+        metrics.realtime_sessions.inc()
         try:
             yield session, wake
         finally:
+            metrics.realtime_sessions.dec()
             await _stop(worker)
 
 

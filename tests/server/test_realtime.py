@@ -434,6 +434,7 @@ def test_sessions_share_passes_and_a_stalled_client_is_closed_without_holding_up
     assert normalize(texts[0]) == normalize(texts[2]) == normalize(REFERENCE["jfk"])
     assert wer(REFERENCE["beckett"], texts[1]) <= 0.2
     assert metric(base_url, "mlx_audio_worker_largest_batch") >= 2
+    assert metric(base_url, 'mlx_audio_realtime_turns_total{outcome="completed"}') >= 3
     # the server gave up on the stalled client: it closed the connection with most events never sent
     received = stalled.read_all(timeout=60)
     assert received.count(b'"session.updated"') < 2000
@@ -458,6 +459,11 @@ def test_closing_the_socket_cancels_its_transcription(base_url: str) -> None:
     assert metric(base_url, "mlx_audio_worker_jobs_cancelled") > before
     with _ws(base_url) as ws:  # and the server goes on
         assert json.loads(ws.recv(timeout=30))["type"] == "session.created"
+        assert metric(base_url, "mlx_audio_realtime_sessions") >= 1
+    deadline = time.monotonic() + 10
+    while metric(base_url, "mlx_audio_realtime_sessions") > 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert metric(base_url, "mlx_audio_realtime_sessions") == 0  # every closed socket let go
 
 
 def test_mlx_audio_clients_work_unchanged(base_url: str) -> None:
