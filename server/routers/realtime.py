@@ -201,9 +201,17 @@ async def realtime(websocket: WebSocket) -> None:
         async with _session(websocket, out) as (session, wake):
             out.send(session.created())
             while not out.too_slow:
-                message = await websocket.receive_text()
+                frame = await websocket.receive()
+                if frame["type"] == "websocket.disconnect":
+                    raise WebSocketDisconnect(frame.get("code", 1000))
                 client_event: str | None = None
                 try:
+                    message = frame.get("text")
+                    if message is None:
+                        raise ClientError(
+                            "events are JSON text frames; audio goes in input_audio_buffer.append",
+                            "invalid_event",
+                        )
                     try:
                         event = json.loads(message)
                     except json.JSONDecodeError as exc:

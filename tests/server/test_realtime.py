@@ -289,6 +289,8 @@ def test_bad_events_are_errors_and_the_session_goes_on(base_url: str) -> None:
             return _until(ws, "error", seen)["error"]
 
         assert error_for("not json")["code"] == "invalid_json"
+        ws.send(b"\x00\x01" * 100)  # audio sent the mlx-audio way, on the OpenAI socket
+        assert _until(ws, "error", seen)["error"]["code"] == "invalid_event"
         err = error_for(json.dumps({"type": "response.create", "event_id": "e1"}))
         assert (
             err["code"] == "invalid_event_type"
