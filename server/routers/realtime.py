@@ -121,51 +121,37 @@ async def _turns(
                 session.partial = None
             base = {"item_id": turn.item_id, "content_index": 0}
             agreement = agreements.setdefault(turn.item_id, Agreement())
+            failure: dict[str, Any] | None = None
             try:
                 text, seconds = await _transcribe(provider, turn)
             except DomainError as exc:
-                if not turn.partial:
-                    session.in_flight -= 1
-                    agreements.pop(turn.item_id, None)
-                    metrics.realtime_turns.labels("failed").inc()
-                    out.send(
-                        _failed(
-                            turn, "invalid_request_error", exc.code, str(exc), getattr(exc, "param", None)
-                        )
-                    )
-                continue
+                failure = _failed(
+                    turn, "invalid_request_error", exc.code, str(exc), getattr(exc, "param", None)
+                )
             except Exception:  # a bug: logged; the client hears of it, the session goes on
                 log.exception("realtime transcription failed")
-                if not turn.partial:
-                    session.in_flight -= 1
-                    agreements.pop(turn.item_id, None)
-                    metrics.realtime_turns.labels("failed").inc()
-                    out.send(
-                        _failed(
-                            turn,
-                            "server_error",
-                            "server_error",
-                            "The server had an error while transcribing.",
-                        )
-                    )
-                continue
-            delta = agreement.update(text) if turn.partial else agreement.final(text)
-            if delta:
-                out.send(
-                    {
-                        "type": "conversation.item.input_audio_transcription.delta",
-                        "event_id": event_id(),
-                        **base,
-                        "delta": delta,
-                    }
+                failure = _failed(
+                    turn, "server_error", "server_error", "The server had an error while transcribing."
                 )
-            if turn.partial:
+            if failure is None:
+                delta = agreement.update(text) if turn.partial else agreement.final(text)
+                if delta:
+                    out.send(
+                        {
+                            "type": "conversation.item.input_audio_transcription.delta",
+                            "event_id": event_id(),
+                            **base,
+                            "delta": delta,
+                        }
+                    )
+            if turn.partial:  # a partial that fails is dropped: the turn's final decode answers for it
                 continue
             agreements.pop(turn.item_id, None)
             session.in_flight -= 1
-            metrics.realtime_turns.labels("completed").inc()
+            metrics.realtime_turns.labels("failed" if failure else "completed").inc()
             out.send(
-                {
+                failure
+                or {
                     "type": "conversation.item.input_audio_transcription.completed",
                     "event_id": event_id(),
                     **base,
