@@ -241,3 +241,54 @@ class Synthesizer(Protocol):
         or so at a time), then one `SpeechUsage`. Runs on the MLX worker thread, which also answers the
         `models.batching.Batched` requests it may yield."""
         ...
+
+
+# --- separation ----------------------------------------------------------------------------------------
+
+
+class SeparationNetwork(Protocol):
+    """One separation network as its family builds it: a forward pass over a batch of fixed-length segments.
+
+    The long-input strategy (overlapping segments, transition weights, the shift trick, bags of networks,
+    batching segments across requests) is shared code, `models/separation.py`; a family provides only this.
+    """
+
+    sources: tuple[str, ...]  # the stems, in the network's output order ("drums", "bass", "other", "vocals")
+    sample_rate: int  # Hz of the audio it takes and returns
+    channels: int  # audio channels it takes and returns (2 for every published model)
+    segment: int  # samples per segment: the length one forward pass takes and returns
+
+    def __call__(self, mix: Any) -> Any:
+        """`mix`: mx.array float32 [batch, channels, segment] → mx.array [batch, len(sources), channels,
+        segment], the estimated stems of each segment (pure MLX; no files, no device checks)."""
+        ...
+
+
+@dataclass(frozen=True)
+class SeparateOptions:
+    stems: tuple[str, ...] | None = None  # the stems wanted (a subset of `Separator.sources`); None = all
+    overlap: float = 0.25  # fraction of a segment shared by neighbours (demucs' default)
+    shifts: int = 0  # random time shifts averaged (demucs' shift trick; 0 = off)
+
+
+@dataclass(frozen=True)
+class SeparationProgress:
+    """Yielded by `separate_stream` as segments complete (for logs and /metrics on long jobs)."""
+
+    done: int  # segments computed so far
+    total: int  # segments the job needs
+
+
+@runtime_checkable
+class Separator(Protocol):
+    sources: tuple[str, ...]
+    sample_rate: int  # of the audio `separate_stream` takes and returns (Hz)
+    channels: int
+
+    def separate_stream(self, audio: np.ndarray, options: SeparateOptions) -> Iterator[Any]:
+        """`audio`: float32 [channels, samples] at `sample_rate`. Yield `SeparationProgress` as segments
+        complete, then one dict stem → float32 [channels, samples], for `options.stems` (all by default).
+        Runs on the MLX worker thread, which answers the `models.batching.Batched` requests it yields (the
+        segments of concurrent jobs share forward passes); peak memory is bounded by the segment batch,
+        not the input's length."""
+        ...
