@@ -42,7 +42,7 @@ def create_app(
     blas = ensure_fast_blas()
     from models.provider import ModelProvider
     from models.worker import MLXWorker
-    from server.routers import health, models, realtime, speech, transcriptions
+    from server.routers import health, models, realtime, separations, speech, transcriptions
 
     settings = settings or Settings()
     registry = registry or build_registry(settings)
@@ -89,11 +89,16 @@ def create_app(
     app.include_router(transcriptions.router)
     app.include_router(speech.router)
     app.include_router(realtime.router)
+    app.include_router(separations.router)
     for r in extra_routers:
         app.include_router(r)
 
     # Added inside-out: the last added runs first. CORS outermost so preflights never need a key.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes + 1024 * 1024)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_upload_bytes + 1024 * 1024,  # the form's other fields and framing
+        per_path={"/v1/audio/separations": settings.max_separation_upload_bytes + 1024 * 1024},
+    )
     key = settings.api_key.get_secret_value() if settings.api_key else None
     app.add_middleware(AuthMiddleware, api_key=key)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import Awaitable
 from typing import TypeVar
 
@@ -31,6 +32,20 @@ def get_registry(request: Request) -> Registry:
 
 def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
+
+
+@dataclasses.dataclass(frozen=True)
+class Deps:
+    """What an audio endpoint works with, as one dependency."""
+
+    provider: ModelProvider
+    settings: Settings
+    metrics: Metrics
+
+
+def get_deps(request: Request) -> Deps:
+    state = request.app.state
+    return Deps(state.provider, state.settings, state.metrics)
 
 
 async def until_disconnect(request: Request, work: Awaitable[T], poll: float = 0.1) -> T:

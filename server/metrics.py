@@ -54,6 +54,15 @@ class Metrics:
         self.realtime_turns = Counter(
             "mlx_audio_realtime_turns", "Realtime turns transcribed", ["outcome"], registry=r
         )
+        self.separations_running = Gauge(
+            "mlx_audio_separations_running", "Separation jobs in progress", ["model"], registry=r
+        )
+        self.separation_segments = Counter(
+            "mlx_audio_separation_segments",
+            "Segments separated (progress of long jobs)",
+            ["model"],
+            registry=r,
+        )
         self.largest_batch = Gauge(
             "mlx_audio_worker_largest_batch", "Most requests sharing one pass", registry=r
         )

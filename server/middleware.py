@@ -147,19 +147,21 @@ class BodyLimitMiddleware:
     """413 for bodies over the limit: at once from Content-Length, or as soon as a chunked body passes it.
     The rest of a too-large body is never read into memory."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app: ASGIApp, max_bytes: int, per_path: dict[str, int] | None = None) -> None:
+        self.app, self.default_bytes, self.per_path = app, max_bytes, dict(per_path or {})
 
-    def _message(self) -> str:
-        return f"Request body too large: the limit is {self.max_bytes / (1024 * 1024):g} MiB."
+    @staticmethod
+    def _message(limit: int) -> str:
+        return f"Request body too large: the limit is {limit / (1024 * 1024):g} MiB."
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.per_path.get(scope.get("path", ""), self.default_bytes)
         length = _header(scope, b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            await send_error(send, 413, self._message(), code="payload_too_large")
+        if length is not None and length.isdigit() and int(length) > limit:
+            await send_error(send, 413, self._message(limit), code="payload_too_large")
             return
         state = {"seen": 0, "over": False, "started": False}
 
@@ -167,7 +169,7 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 state["seen"] += len(message.get("body", b""))
-                if state["seen"] > self.max_bytes:
+                if state["seen"] > limit:
                     state["over"] = True
                     raise _BodyTooLarge()
             return message
@@ -176,7 +178,7 @@ class BodyLimitMiddleware:
             if state["over"]:
                 if message["type"] == "http.response.start" and not state["started"]:
                     state["started"] = True
-                    await send_error(send, 413, self._message(), code="payload_too_large")
+                    await send_error(send, 413, self._message(limit), code="payload_too_large")
                 return
             state["started"] = True
             await send(message)
@@ -185,7 +187,7 @@ class BodyLimitMiddleware:
             await self.app(scope, _receive, _send)
         except _BodyTooLarge:
             if not state["started"]:
-                await send_error(send, 413, self._message(), code="payload_too_large")
+                await send_error(send, 413, self._message(limit), code="payload_too_large")
 
 
 class _BodyTooLarge(Exception):

@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     max_upload_mb: float = Field(25.0, gt=0)
     max_audio_seconds: float = Field(7200.0, gt=0)
     max_input_chars: int = Field(4096, gt=0)
+    max_separation_upload_mb: float = Field(200.0, gt=0, description="upload limit of /v1/audio/separations")
+    max_separation_seconds: float = Field(1200.0, gt=0, description="longest recording /separations takes")
     queue_depth: int = Field(64, ge=1)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "text"] = "json"
@@ -84,6 +86,10 @@ class Settings(BaseSettings):
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def max_separation_upload_bytes(self) -> int:
+        return int(self.max_separation_upload_mb * 1024 * 1024)
 
     @property
     def memory_budget_bytes(self) -> int:

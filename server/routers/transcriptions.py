@@ -17,7 +17,7 @@ from typing import Any, Literal
 import numpy as np
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
-from starlette.datastructures import FormData, UploadFile
+from starlette.datastructures import UploadFile
 
 from dsp.loudness import TARGET_LUFS
 from dsp.resample import resample
@@ -33,9 +33,8 @@ from models.tasks import (
     VoiceActivityDetector,
 )
 from server import render
-from server.deps import get_metrics, get_provider, get_settings, until_disconnect
-from server.errors import ApiError, domain_error_payload, envelope
-from server.metrics import Metrics
+from server.deps import Deps, get_deps, until_disconnect
+from server.errors import domain_error_payload, envelope
 from server.schemas.audio import (
     ServerVad,
     TranscriptionParams,
@@ -44,8 +43,7 @@ from server.schemas.audio import (
     normalise_form,
     validate_params,
 )
-from server.settings import Settings
-from server.uploads import decode_upload
+from server.uploads import decode_upload, multipart_form
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/audio", tags=["audio"])
@@ -69,63 +67,7 @@ class Job:
     stream: bool = False
 
 
-@dataclasses.dataclass(frozen=True)
-class Deps:
-    provider: ModelProvider
-    settings: Settings
-    metrics: Metrics
-
-
-def _deps(
-    provider: ModelProvider = Depends(get_provider),
-    settings: Settings = Depends(get_settings),
-    metrics: Metrics = Depends(get_metrics),
-) -> Deps:
-    return Deps(provider, settings, metrics)
-
-
 # --- the multipart form ------------------------------------------------------------------------------
-
-
-async def read_form(request: Request) -> FormData:
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if ctype != "multipart/form-data":
-        raise ApiError(
-            415,
-            f"Unsupported content type '{ctype or 'none'}': send multipart/form-data.",
-            code="unsupported_content_type",
-        )
-    try:
-        return await request.form(max_files=1, max_fields=100)
-    except Exception as exc:
-        raise InvalidRequest(f"Could not parse the multipart body: {exc}", code="invalid_multipart") from None
-
-
-@contextlib.asynccontextmanager
-async def _form(request: Request) -> AsyncIterator[tuple[UploadFile, list[tuple[str, str]]]]:
-    """The parsed multipart form; its spooled upload files are closed when the handler returns."""
-    form = await read_form(request)
-    try:
-        yield split_form(form)
-    finally:
-        await form.close()
-
-
-def split_form(form: FormData) -> tuple[UploadFile, list[tuple[str, str]]]:
-    upload: UploadFile | None = None
-    fields: list[tuple[str, str]] = []
-    for key, value in form.multi_items():
-        if isinstance(value, str):
-            fields.append((key, value))
-        elif key == "file":
-            upload = value
-        else:
-            raise InvalidRequest(f"Unexpected file field '{key}'.", param=key)
-    if upload is None:
-        raise InvalidRequest(
-            "Missing required parameter: 'file'.", param="file", code="missing_required_parameter"
-        )
-    return upload, fields
 
 
 def check_format(
@@ -342,8 +284,8 @@ def translation_job(fields: list[tuple[str, str]]) -> Job:
     summary="Transcribe audio into the input language",
     response_model=None,
 )
-async def transcriptions(request: Request, deps: Deps = Depends(_deps)) -> Response:
-    async with _form(request) as (upload, fields):
+async def transcriptions(request: Request, deps: Deps = Depends(get_deps)) -> Response:
+    async with multipart_form(request) as (upload, fields):
         return await _transcribe(request, deps, upload, transcription_job(fields))
 
 
@@ -353,6 +295,6 @@ async def transcriptions(request: Request, deps: Deps = Depends(_deps)) -> Respo
     summary="Translate audio into English",
     response_model=None,
 )
-async def translations(request: Request, deps: Deps = Depends(_deps)) -> Response:
-    async with _form(request) as (upload, fields):
+async def translations(request: Request, deps: Deps = Depends(get_deps)) -> Response:
+    async with multipart_form(request) as (upload, fields):
         return await _transcribe(request, deps, upload, translation_job(fields))

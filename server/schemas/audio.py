@@ -60,7 +60,7 @@ class TranslationParams(BaseModel):
     temperature: float = Field(0.0, ge=0.0, le=1.0)
 
 
-_ARRAYS = {"include", "keywords", "languages", "timestamp_granularities"}
+_ARRAYS = {"include", "keywords", "languages", "stems", "timestamp_granularities"}
 _BRACKET = re.compile(r"^(?P<key>[A-Za-z_]+)\[(?P<sub>[A-Za-z_]*)\]$")
 
 
