@@ -32,6 +32,10 @@ class TranscribeOptions:
     # audio is cut into independent ≤ 30-s chunks along them, decoded as one batch (OpenAI's
     # `chunking_strategy`); None = one block, decoded window after window with seeking.
     speech: tuple[tuple[int, int], ...] | None = None
+    # A draft (live transcription's partial hypotheses): each window encoded only as far as it holds audio,
+    # plus a margin (whisper.cpp's `audio_ctx`), greedy at temperature 0 without the fallback ladder. Much
+    # cheaper for short audio, not identical to the full decode; its effect is measured in docs/benchmarks.md.
+    draft: bool = False
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,8 @@ arrives (soxr's streaming resampler), to the rate the voice-activity detector an
 16 kHz. With `server_vad`, Silero VAD runs on each append's own windows (`models.tasks.TurnStream`) and a
 turn is committed when it stops; with `turn_detection: null` the client commits. Each committed turn is
 transcribed on the MLX worker in commit order (`Session.turns`, drained by the router). While a VAD turn is
-open, its audio so far is re-decoded each second (`Session.partial`) and the words two successive
+open, its audio so far is re-decoded every half second as a draft (`Session.partial`;
+`TranscribeOptions.draft`: the encoder over the turn's length, not 30 s) and the words two successive
 hypotheses agree on leave as deltas (`Agreement`, LocalAgreement-2), never retracted; the committed turn's
 final decode adds the rest, then `…transcription.completed` carries the transcript and its usage. Errors
 are events, never a close.
@@ -31,7 +32,7 @@ from server.realtime_config import INPUT_RATE, ClientError, Config, Dialect, des
 
 RATE = 16_000  # what the detector and the transcriber hear
 MIN_COMMIT_MS = 100  # OpenAI refuses to commit less than this
-PARTIAL_EVERY_S = 1.0  # an open turn is re-decoded each time this much more of it has arrived
+PARTIAL_EVERY_S = 0.5  # an open turn is re-decoded each time this much more of it has arrived
 _ids = itertools.count(1)
 
 

@@ -332,10 +332,10 @@ class CPUBackend:
         self.reason = reason
 
     def encode(self, mel: mx.array) -> list[KV]:
-        """[B, 3000, n_mels] → per-layer cross-attention K/V ``[B, n_text_head, n_audio_ctx, head_dim]``,
-        head-major: each decode step reads every head's keys as one contiguous block."""
+        """[B, 2·t, n_mels] → per-layer cross-attention K/V ``[B, n_text_head, t, head_dim]`` (t = n_audio_ctx
+        for a whole window), head-major: each decode step reads every head's keys as one contiguous block."""
         c = self.config
-        b, t, d = mel.shape[0], c.n_audio_ctx, c.n_text_state
+        b, t, d = mel.shape[0], mel.shape[1] // 2, c.n_text_state
         heads = (b, t, c.n_text_head, d // c.n_text_head)
 
         def head_major(a: np.ndarray) -> mx.array:  # `mx.array` keeps numpy's strides: copy first

@@ -98,9 +98,9 @@ class CPUEncoder:
         """Log-mel ``[B, 2·n_audio_ctx, n_mels]`` → per decoder layer, cross-attention ``(k, v)`` of the
         audio features, each ``[B, n_audio_ctx, D]`` (heads are ``D``'s ``n_head`` consecutive slices)."""
         b, frames, _ = mel.shape
-        t, d = self.n_ctx, self.width
-        if frames != 2 * t:
-            raise ValueError(f"mel must have {2 * t} frames, got {frames}")
+        t, d = frames // 2, self.width
+        if frames % 2 or not 0 < t <= self.n_ctx:
+            raise ValueError(f"mel must have an even number of frames ≤ {2 * self.n_ctx}, got {frames}")
         x = self._front(np.ascontiguousarray(mel, dtype=np.float32)).reshape(b * t, d)
         q, k, v, o = (np.empty((b * t, d), np.float32) for _ in range(4))
         heads = (b, t, self.n_head, d // self.n_head)
@@ -137,7 +137,7 @@ class CPUEncoder:
     def _front(self, mel: np.ndarray) -> np.ndarray:
         """The two GELU convolutions plus the position table: ``[B, 2T, n_mels]`` → ``[B, T, D]``."""
         b, frames, _ = mel.shape
-        t, d = self.n_ctx, self.width
+        t, d = frames // 2, self.width
         pad1 = np.pad(mel, ((0, 0), (1, 1), (0, 0)))
         h = np.empty((b, frames + 2, d), np.float32)  # conv1's output, already padded for conv2
         h[:, 0], h[:, -1] = 0.0, 0.0
@@ -152,5 +152,5 @@ class CPUEncoder:
 
             parallel_rows(conv1, frames, 256)
             parallel_rows(conv2, t, _CHUNK)
-        x += self.positions
+        x += self.positions[:t]
         return x

@@ -133,13 +133,15 @@ class AudioEncoder(nn.Module):
         self.ln_post = nn.LayerNorm(n_state)
 
     def __call__(self, mel: mx.array) -> mx.array:
-        """``mel`` ``[B, 2 * n_ctx, n_mels]`` → features ``[B, n_ctx, n_state]``."""
-        expected = (2 * self.positional_embedding.shape[0], self.conv1.weight.shape[-1])
-        if tuple(mel.shape[1:]) != expected:
-            raise ValueError(f"mel must be [batch, {expected[0]}, {expected[1]}], got {tuple(mel.shape)}")
+        """``mel`` ``[B, 2·t, n_mels]`` → features ``[B, t, n_state]``: t = n_ctx for a whole 30-s window, or
+        fewer positions for the start of one (whisper.cpp's ``audio_ctx``: the first t position embeddings)."""
+        n_ctx, n_mels = self.positional_embedding.shape[0], self.conv1.weight.shape[-1]
+        frames = mel.shape[1]
+        if mel.ndim != 3 or mel.shape[2] != n_mels or frames % 2 or not 0 < frames <= 2 * n_ctx:
+            raise ValueError(f"mel must be [batch, 2·t ≤ {2 * n_ctx}, {n_mels}], got {tuple(mel.shape)}")
         x = nn.gelu(self.conv1(mel.astype(self.conv1.weight.dtype)))
         x = nn.gelu(self.conv2(x))
-        x = x + self.positional_embedding
+        x = x + self.positional_embedding[: frames // 2]
         for block in self.blocks:
             x = block(x)
         return self.ln_post(x)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 import mlx.core as mx
@@ -27,6 +27,7 @@ from models.whisper.constants import (
     INPUT_STRIDE,
     N_FRAMES,
     N_SAMPLES,
+    SAMPLE_LEN,
     SAMPLE_RATE,
     TIME_PRECISION,
 )
@@ -72,17 +73,47 @@ def check_options(tokenizer: WhisperTokenizer, options: TranscribeOptions) -> No
             )
 
 
+DRAFT_TAIL_S = 0.1  # a draft's segment starting this close to the audio's end (or after it) is dropped
+FIT_STEP_FRAMES = 100  # fitted windows are whole seconds (so concurrent ones share shapes and passes)
+FIT_MARGIN_FRAMES = 100  # … with at least this much padding after the audio, as a whole window has
+FIT_MIN_FRAMES = 500  # … and never shorter: the model misreads very short windows
+
+
+def draft_tokens(content: int) -> int:
+    """Tokens a draft of `content` mel frames may produce: ample for speech (~3 tokens a second, timestamps
+    included), short enough that a looping hypothesis costs little."""
+    return min(SAMPLE_LEN, 16 + 8 * -(-content // 100))
+
+
+def repeats(text: str) -> bool:
+    """Whether `text` loops: a word said 5 times running, a phrase of 2–3 words 3 times, or of 4 or more
+    words twice (a draft over a fitted window sometimes repeats itself instead of ending)."""
+    words = ["".join(ch for ch in w.lower() if ch.isalnum()) for w in text.split()]
+    for k, times in ((1, 5), (2, 3), (3, 3), *((n, 2) for n in range(4, len(words) // 2 + 1))):
+        for i in range(len(words) - k * times + 1):
+            if all(words[i + j * k : i + (j + 1) * k] == words[i : i + k] for j in range(1, times)):
+                return True
+    return False
+
+
+def fitted_frames(content: int) -> int:
+    """Mel frames a fitted window of `content` frames of audio is encoded over (≤ 3000)."""
+    frames = -(-(content + FIT_MARGIN_FRAMES) // FIT_STEP_FRAMES) * FIT_STEP_FRAMES
+    return min(N_FRAMES, max(FIT_MIN_FRAMES, frames))
+
+
 @dataclass(frozen=True)
 class WindowJob:
     """One 30-s window of one request, as handed to the batched decoder."""
 
-    mel: mx.array  # [3000, n_mels]
+    mel: mx.array  # [3000, n_mels], or fewer frames for a fitted window (`TranscribeOptions.draft`)
     prefix: tuple[int, ...]  # <|startofprev|> + previous text, or ()
     language: str | None  # None: detect on this window
     task: str
     temperatures: tuple[float, ...]
     beam_size: int | None
     seed: int
+    sample_len: int = SAMPLE_LEN  # tokens it may produce (fewer for a draft: see `draft_tokens`)
 
     @classmethod
     def of(
@@ -93,14 +124,21 @@ class WindowJob:
         options: TranscribeOptions,
         seed: int,
     ) -> WindowJob:
-        """A window of `options`' request: up to 3000 mel frames (zero-padded to 3000)."""
+        """A window of `options`' request: up to 3000 mel frames, zero-padded to 3000 — or, with
+        `options.draft`, to `fitted_frames(n)`."""
         n = mel.shape[0]
-        if n < N_FRAMES:
-            mel = mx.pad(mel, [(0, N_FRAMES - n), (0, 0)])
-        elif n > N_FRAMES:
-            mel = mel[:N_FRAMES]
-        temperatures = FALLBACK_TEMPERATURES if options.temperature == 0 else (options.temperature,)
-        return cls(mel, prefix, language, options.task, temperatures, options.beam_size, seed)
+        frames = fitted_frames(n) if options.draft else N_FRAMES
+        if n < frames:
+            mel = mx.pad(mel, [(0, frames - n), (0, 0)])
+        elif n > frames:
+            mel = mel[:frames]
+        ladder = options.temperature == 0 and not options.draft
+        temperatures = FALLBACK_TEMPERATURES if ladder else (options.temperature,)
+        sample_len = draft_tokens(n) if options.draft else SAMPLE_LEN
+        return cls(mel, prefix, language, options.task, temperatures, options.beam_size, seed, sample_len)
+
+    def padded(self, frames: int) -> WindowJob:
+        return replace(self, mel=mx.pad(self.mel, [(0, frames - self.mel.shape[0]), (0, 0)]))
 
 
 @dataclass
@@ -117,7 +155,12 @@ def window_request(
     """The worker request that decodes `jobs` (one window, or a list answered as a list): the one place its
     batch key is made, so windows of every request to this model with the same loop options share passes
     (the seek loop's and the chunked path's alike)."""
-    key = ("whisper-windows", id(backend), loop)
+    if isinstance(jobs, WindowJob):
+        frames = jobs.mel.shape[0]
+    else:  # fitted windows of one request are stacked at the longest one's length
+        frames = max(j.mel.shape[0] for j in jobs)
+        jobs = [j if j.mel.shape[0] == frames else j.padded(frames) for j in jobs]
+    key = ("whisper-windows", id(backend), loop, frames)  # only windows of one length stack
     fn = functools.partial(decode_windows, backend, loop=loop)
     if isinstance(jobs, WindowJob):
         return Batched(key, jobs, fn, max_batch)
@@ -170,14 +213,14 @@ def decode_windows(backend: Backend, jobs: Sequence[WindowJob], loop: LoopOption
     rung = [0] * len(jobs)
     todo = list(range(len(jobs)))
     while todo:
-        groups: dict[tuple[float, int | None], list[int]] = {}
+        groups: dict[tuple[float, int | None, int], list[int]] = {}
         for i in todo:
             t = jobs[i].temperatures[rung[i]]
-            groups.setdefault((t, jobs[i].beam_size if t == 0 else None), []).append(i)
+            groups.setdefault((t, jobs[i].beam_size if t == 0 else None, jobs[i].sample_len), []).append(i)
         retry = []
-        for (t, beam), rows in groups.items():
+        for (t, beam, sample_len), rows in groups.items():
             session = backend.session(features if len(rows) == len(jobs) else _take(features, rows))
-            opts = DecodeOptions(temperature=t, beam_size=beam)
+            opts = DecodeOptions(temperature=t, beam_size=beam, sample_len=sample_len)
             row_prompts = [prompts[i] for i in rows]
             sot_index = [len(jobs[i].prefix) for i in rows]
             if beam:
@@ -311,7 +354,13 @@ def transcribe(
         seek = next_seek if next_seek > seek else seek + segment_size  # always move forward
         for s in segments:
             all_tokens.extend(s.tokens)
-        for segment in to_segments(tok, result, segments, seg_id, options):
+        out = to_segments(tok, result, segments, seg_id, options)
+        if options.draft:  # what a fitted window heard past its audio, or a loop, is not a hypothesis
+            end = (seek + segment_size) * HOP_LENGTH / SAMPLE_RATE
+            out = [s for s in out if s.start < end - DRAFT_TAIL_S]
+            if repeats("".join(s.text for s in out)):
+                return
+        for segment in out:
             yield segment
             seg_id += 1
         if not loop.condition_on_previous_text or result.temperature > loop.prompt_reset_temperature:

@@ -86,7 +86,9 @@ async def _transcribe(provider: ModelProvider, turn: Turn) -> tuple[str, float]:
         audio = turn.audio
         if transcriber.sample_rate != RATE:
             audio = await asyncio.to_thread(resample, audio, RATE, transcriber.sample_rate)
-        options = TranscribeOptions(language=turn.config.language, prompt=turn.config.prompt or None)
+        options = TranscribeOptions(
+            language=turn.config.language, prompt=turn.config.prompt or None, draft=turn.partial
+        )
         transcriber.check(options)
         texts: list[str] = []
         async for ev in await provider.worker.stream(transcriber.transcribe_stream, audio, options):
