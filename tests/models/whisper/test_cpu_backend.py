@@ -50,9 +50,7 @@ def _rel(got: np.ndarray, want: np.ndarray) -> float:
     return float(np.abs(got - want).max() / np.abs(want).max())
 
 
-@pytest.mark.parametrize(
-    ("model_name", "frames"), [("tiny", N_FRAMES), ("base", N_FRAMES), ("tiny", 1200)]
-)
+@pytest.mark.parametrize(("model_name", "frames"), [("tiny", N_FRAMES), ("base", N_FRAMES), ("tiny", 1200)])
 def test_cpu_encoder_matches_mlx_encoder(
     model_name: str, frames: int, tiny: Whisper, base_dir: Path, kernels: str
 ) -> None:
