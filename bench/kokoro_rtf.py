@@ -34,7 +34,6 @@ sys.path.insert(0, str(ROOT / "bench"))
 from dsp.blas import ensure_fast_blas  # noqa: E402
 
 ensure_fast_blas()  # the OpenBLAS preload must precede the first `import mlx`
-
 from speech_rtf import PARAGRAPH, SENTENCE, measure_http, timed  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "kokoro_rtf.json"

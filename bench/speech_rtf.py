@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from dsp.blas import ensure_fast_blas  # noqa: E402
 
 ensure_fast_blas()  # the OpenBLAS preload must precede the first `import mlx`
+import models as _models  # noqa: E402, F401  (MLX CUDA cache sizes: set before mlx is imported)
 
 RESULTS = ROOT / "bench" / "results" / "speech_rtf.json"
 SENTENCE = "The quick brown fox jumps over the lazy dog, and nobody seems to mind at all."

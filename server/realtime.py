@@ -33,6 +33,7 @@ from server.realtime_config import INPUT_RATE, ClientError, Config, Dialect, des
 RATE = 16_000  # what the detector and the transcriber hear
 MIN_COMMIT_MS = 100  # OpenAI refuses to commit less than this
 PARTIAL_EVERY_S = 0.5  # an open turn is re-decoded each time this much more of it has arrived
+DRAFT_PARTIALS = True  # re-decodes are drafts (`TranscribeOptions.draft`); False: whole-window decodes
 _ids = itertools.count(1)
 
 

@@ -22,6 +22,7 @@ from models.errors import DomainError
 from models.provider import ModelProvider
 from models.registry import ModelSpec
 from models.tasks import Segment, TranscribeOptions, Transcriber, TurnOptions, VoiceActivityDetector
+from server import realtime as realtime_session
 from server.metrics import Metrics
 from server.realtime import RATE, Agreement, Session, Turn, event_id
 from server.realtime_config import ClientError
@@ -87,7 +88,9 @@ async def _transcribe(provider: ModelProvider, turn: Turn) -> tuple[str, float]:
         if transcriber.sample_rate != RATE:
             audio = await asyncio.to_thread(resample, audio, RATE, transcriber.sample_rate)
         options = TranscribeOptions(
-            language=turn.config.language, prompt=turn.config.prompt or None, draft=turn.partial
+            language=turn.config.language,
+            prompt=turn.config.prompt or None,
+            draft=turn.partial and realtime_session.DRAFT_PARTIALS,
         )
         transcriber.check(options)
         texts: list[str] = []
