@@ -6,7 +6,8 @@
 with the kernel zero-padded to m·s taps per axis, output pixel (q·s + r) of each axis is a sum over the
 m input pixels q − j (j < m) times kernel tap j·s + r. So the input times the whole kernel, laid out
 (c_in, m, m, s, s, c_out), is one matmul; the m² shifted sums of its blocks give all s² phases at once, and
-interleaving the phases gives the output. Pure MLX: every backend runs the same arithmetic.
+interleaving the phases gives the output. Pure MLX: every backend runs the same arithmetic. The kernel in
+that layout is made once per weight array (a cache beside the parameters, renewed when they are replaced).
 """
 
 from __future__ import annotations
@@ -15,6 +16,15 @@ import math
 
 import mlx.core as mx
 import mlx.nn as nn
+
+
+class _Prepared:
+    """The kernel laid out for the matmul, with the weight array it was made from (not a parameter)."""
+
+    __slots__ = ("kernel", "weight")
+
+    def __init__(self, weight: mx.array, kernel: mx.array) -> None:
+        self.weight, self.kernel = weight, kernel
 
 
 class ConvTranspose2d(nn.Module):
@@ -27,6 +37,19 @@ class ConvTranspose2d(nn.Module):
         self.stride = stride
         self.weight = mx.zeros((out_channels, kernel_size, kernel_size, in_channels))
         self.bias = mx.zeros((out_channels,))
+        self._prepared: _Prepared | None = None
+
+    def kernel(self) -> mx.array:
+        """`weight` as (c_in, m·m·s·s·c_out): tap j·s + r of each axis at [j, r], taps zero-padded to m·s."""
+        if self._prepared is None or self._prepared.weight is not self.weight:
+            c_out, k, c_in = self.weight.shape[0], self.weight.shape[1], self.weight.shape[3]
+            s = self.stride
+            m = math.ceil(k / s)
+            kernel = mx.pad(self.weight, [(0, 0), (0, m * s - k), (0, m * s - k), (0, 0)])
+            kernel = kernel.reshape(c_out, m, s, m, s, c_in).transpose(5, 1, 3, 2, 4, 0).reshape(c_in, -1)
+            mx.eval(kernel)
+            self._prepared = _Prepared(self.weight, kernel)
+        return self._prepared.kernel
 
     def __call__(self, x: mx.array) -> mx.array:
         """x: (B, H, W, c_in) → (B, (H − 1)·s + k, (W − 1)·s + k, c_out)."""
@@ -34,12 +57,7 @@ class ConvTranspose2d(nn.Module):
         c_out, k = self.weight.shape[0], self.weight.shape[1]
         s = self.stride
         m = math.ceil(k / s)
-        # (c_out, k, k, c_in) → taps padded to m·s → (c_in, m, m, s, s, c_out): tap j·s + r at [j, r]
-        kernel = mx.pad(self.weight, [(0, 0), (0, m * s - k), (0, m * s - k), (0, 0)])
-        kernel = kernel.reshape(c_out, m, s, m, s, c_in).transpose(5, 1, 3, 2, 4, 0)
-        y = (x.reshape(b * h * w, c_in) @ kernel.reshape(c_in, m * m * s * s * c_out)).reshape(
-            b, h, w, m, m, s * s * c_out
-        )
+        y = (x.reshape(b * h * w, c_in) @ self.kernel()).reshape(b, h, w, m, m, s * s * c_out)
         out = None
         for jh in range(m):
             for jw in range(m):

@@ -116,7 +116,21 @@ class UNet(nn.Module):
         y = self.up[0](skips[-1])
         for up, skip in zip(self.up[1:], reversed(skips[:-1]), strict=True):
             y = up(mx.concatenate([skip, y], axis=-1))
-        return mx.sigmoid(self.final(y)) * x
+        return mx.sigmoid(self._final(y)) * x
+
+    def _final(self, y: mx.array) -> mx.array:
+        """`self.final` (4×4, dilation 2, padding 3, one input channel) as im2col and a matmul: ~1.6x
+        `mx.conv2d`'s dilated path on the CPU at (512, 1024)."""
+        b, h, w, c_in = y.shape
+        weight = self.final.weight  # (c_out, 4, 4, c_in)
+        c_out, k = weight.shape[0], weight.shape[1]
+        yp = mx.pad(y, [(0, 0), (3, 3), (3, 3), (0, 0)])
+        hp, wp = h + 6, w + 6
+        patches = mx.as_strided(
+            yp, (b, h, w, k, k, c_in), (hp * wp * c_in, wp * c_in, c_in, 2 * wp * c_in, 2 * c_in, 1)
+        )
+        out = patches.reshape(b * h * w, k * k * c_in) @ weight.reshape(c_out, -1).T
+        return out.reshape(b, h, w, c_out) + self.final.bias
 
 
 class Spleeter(nn.Module):
