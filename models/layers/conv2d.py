@@ -4,10 +4,18 @@
 (5×5, stride 2, 64×128 → 128×256 pixels, 128 → 32 channels) where torch takes ~50 ms
 (../shared/docs/MLX-CPU.md has the 1-D case). Here a stride-s transposed convolution is computed by phases:
 with the kernel zero-padded to m·s taps per axis, output pixel (q·s + r) of each axis is a sum over the
-m input pixels q − j (j < m) times kernel tap j·s + r. So the input times the whole kernel, laid out
-(c_in, m, m, s, s, c_out), is one matmul; the m² shifted sums of its blocks give all s² phases at once, and
-interleaving the phases gives the output. Pure MLX: every backend runs the same arithmetic. The kernel in
-that layout is made once per weight array (a cache beside the parameters, renewed when they are replaced).
+m input pixels q − j (j < m) times kernel tap j·s + r. Two ways to get all s² phases, same arithmetic:
+- "matmul": the input times the whole kernel laid out (c_in, m, m, s, s, c_out) is one matmul; the m²
+  shifted sums of its blocks give the phases;
+- "conv": one stride-1 m×m `mx.conv2d` over the input padded by m − 1, with s²·c_out output channels (the
+  kernel's taps flipped and grouped by phase).
+Interleaving the phases gives the output. The matmul writes m²·s²·c_out values per input pixel and sums them
+in m² memory-bound passes, which costs most where there are many pixels; `mx.conv2d` is slow for very few
+output channels. Measured on this 2-core CPU for Spleeter's upsamplers (matmul / conv, ms): 512→128 at
+16×32: 37 / 48; 256→64 at 32×64: 67 / 69; 128→32 at 64×128: 129 / 97; 64→16 at 128×256: 189 / 120;
+32→1 at 256×512: 27 / 166. Hence `CONV_PHASE_CHANNELS`: the conv where s²·c_out lies in that range.
+Pure MLX: every backend runs the same arithmetic. A kernel's layout is made once per weight array (a cache
+beside the parameters, renewed when they are replaced).
 """
 
 from __future__ import annotations
@@ -17,9 +25,12 @@ import math
 import mlx.core as mx
 import mlx.nn as nn
 
+CONV_PHASE_CHANNELS = range(16, 129)  # s²·c_out for which the phases are one mx.conv2d
+
 
 class _Prepared:
-    """The kernel laid out for the matmul, with the weight array it was made from (not a parameter)."""
+    """The kernel laid out for this layer's computation, with the weight array it was made from (not a
+    parameter of the module)."""
 
     __slots__ = ("kernel", "weight")
 
@@ -37,16 +48,24 @@ class ConvTranspose2d(nn.Module):
         self.stride = stride
         self.weight = mx.zeros((out_channels, kernel_size, kernel_size, in_channels))
         self.bias = mx.zeros((out_channels,))
+        self.phases_by = "conv" if stride * stride * out_channels in CONV_PHASE_CHANNELS else "matmul"
         self._prepared: _Prepared | None = None
 
     def kernel(self) -> mx.array:
-        """`weight` as (c_in, m·m·s·s·c_out): tap j·s + r of each axis at [j, r], taps zero-padded to m·s."""
+        """`weight` for `phases_by`: "matmul" (c_in, m·m·s·s·c_out), tap j·s + r of each axis at [j, r];
+        "conv" (s·s·c_out, m, m, c_in), tap (m − 1 − t)·s + r at [r, t]; taps zero-padded to m·s."""
         if self._prepared is None or self._prepared.weight is not self.weight:
             c_out, k, c_in = self.weight.shape[0], self.weight.shape[1], self.weight.shape[3]
             s = self.stride
             m = math.ceil(k / s)
             kernel = mx.pad(self.weight, [(0, 0), (0, m * s - k), (0, m * s - k), (0, 0)])
-            kernel = kernel.reshape(c_out, m, s, m, s, c_in).transpose(5, 1, 3, 2, 4, 0).reshape(c_in, -1)
+            kernel = kernel.reshape(c_out, m, s, m, s, c_in)
+            if self.phases_by == "conv":
+                kernel = (
+                    kernel[:, ::-1, :, ::-1].transpose(2, 4, 0, 1, 3, 5).reshape(s * s * c_out, m, m, c_in)
+                )
+            else:
+                kernel = kernel.transpose(5, 1, 3, 2, 4, 0).reshape(c_in, -1)
             mx.eval(kernel)
             self._prepared = _Prepared(self.weight, kernel)
         return self._prepared.kernel
@@ -57,13 +76,17 @@ class ConvTranspose2d(nn.Module):
         c_out, k = self.weight.shape[0], self.weight.shape[1]
         s = self.stride
         m = math.ceil(k / s)
-        y = (x.reshape(b * h * w, c_in) @ self.kernel()).reshape(b, h, w, m, m, s * s * c_out)
-        out = None
-        for jh in range(m):
-            for jw in range(m):
-                # input pixel (i, i') feeds output phase block (i + jh, i' + jw)
-                part = mx.pad(y[:, :, :, jh, jw], [(0, 0), (jh, m - 1 - jh), (jw, m - 1 - jw), (0, 0)])
-                out = part if out is None else out + part
+        out: mx.array | None
+        if self.phases_by == "conv":
+            out = mx.conv2d(mx.pad(x, [(0, 0), (m - 1, m - 1), (m - 1, m - 1), (0, 0)]), self.kernel())
+        else:
+            y = (x.reshape(b * h * w, c_in) @ self.kernel()).reshape(b, h, w, m, m, s * s * c_out)
+            out = None
+            for jh in range(m):
+                for jw in range(m):
+                    # input pixel (i, i') feeds output phase block (i + jh, i' + jw)
+                    part = mx.pad(y[:, :, :, jh, jw], [(0, 0), (jh, m - 1 - jh), (jw, m - 1 - jw), (0, 0)])
+                    out = part if out is None else out + part
         assert out is not None
         hq, wq = h + m - 1, w + m - 1
         out = (
