@@ -29,11 +29,15 @@ class SpleeterFamily:
 
         network = load_network(Path(model_dir))
         c = network.config
-        details = (
-            f"Spleeter {len(c.sources)} stems ({', '.join(c.sources)}) in MLX on {mx.default_device()}: "
-            f"STFT {c.n_fft}/{c.hop_length}, U-Nets over {c.frequency_bins} bins × {c.frames} frames "
-            f"({c.segment / c.sample_rate:.2f}-s segments)"
-        )
+        details = {
+            "backend": "mlx",
+            "backend_reason": f"the MLX model on {mx.default_device()} (transposed convolutions by phases)",
+            "device": str(mx.default_device()),
+            "sources": ", ".join(c.sources),
+            "sample_rate": str(c.sample_rate),
+            "segment": f"{c.segment} samples ({c.segment / c.sample_rate:.2f} s: {c.frames} STFT frames)",
+            "stft": f"{c.n_fft}-point Hann, hop {c.hop_length}, U-Nets over the first {c.frequency_bins} bins",
+        }
         return SegmentedSeparator(networks=[network], weights=None, details=details)
 
     def convert(self, src_dir: Path, fmt: str, dst_dir: Path) -> None:

