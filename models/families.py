@@ -28,6 +28,7 @@ FAMILIES: dict[str, str] = {
     "silero_vad": "models.silero_vad",
     "piper": "models.piper",
     "kokoro": "models.kokoro",
+    "htdemucs": "models.htdemucs",
 }
 
 NATIVE = "native"
