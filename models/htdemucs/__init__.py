@@ -14,8 +14,9 @@ from models.registry import CREATED, ModelSpec
 from models.sources import HubRepo
 
 # "demucs": `<signature>[-<checksum>].th` files (demucs's serialize_model packages), with a bag `*.yaml`;
-# "demucs-safetensors": demucs 4.1's Hugging Face layout (`<name>.yaml` + `<signature>.safetensors`).
-FORMATS = ("demucs", "demucs-safetensors")
+# "demucs-safetensors": demucs 4.1's Hugging Face layout (`<name>.yaml` + `<signature>.safetensors`);
+# "demucs-mlx": the demucs-mlx package's files (`<name>.safetensors` + `<name>_config.json`).
+FORMATS = ("demucs", "demucs-safetensors", "demucs-mlx")
 
 _FILES = ("*.yaml", "*.safetensors")
 

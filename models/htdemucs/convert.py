@@ -11,7 +11,9 @@ Formats read (never unpickling anything but tensors and plain containers, never 
 - "demucs-safetensors": demucs 4.1's Hugging Face layout (`demucs/hf.py`): `<name>.yaml` as above and one
   `<signature>.safetensors` per network, with `klass`, `args` and `kwargs` (JSON, fractions as
   {"_type": "fraction", ...}) in the safetensors metadata, the state dict under demucs's names.
-Both state dicts are demucs's names in torch layouts (float16 in the published files); `weights.to_mlx`
+- "demucs-mlx": the demucs-mlx package's cache / Hugging Face files (`<name>.safetensors` +
+  `<name>_config.json`, one network or a bag), read back to demucs's names and layouts (`demucs_mlx.py`).
+The state dicts are demucs's names in torch layouts (float16 in the published files); `weights.to_mlx`
 maps them to ours by name, every shape checked, nothing left over.
 
 Our config.json: {"models": [demucs kwargs per network], "weights": the bag's matrix or null,
@@ -32,9 +34,10 @@ import numpy as np
 import yaml
 
 from models.errors import WeightsError
+from models.htdemucs import demucs_mlx
 from models.htdemucs.config import HTDemucsConfig
 from models.htdemucs.model import HTDemucs
-from models.htdemucs.weights import to_mlx
+from models.htdemucs.weights import layouts, module_kinds, to_mlx
 from models.torch_pickle import ClassRef, load_torch_file
 
 KLASS = ("demucs.htdemucs", "HTDemucs")
@@ -146,10 +149,35 @@ def _find(src: Path, sig: str, suffix: str) -> Path:
     return found[0]
 
 
+Networks = list[tuple[dict[str, Any], dict[str, np.ndarray]]]
+
+
+def read_demucs_mlx(src: Path) -> tuple[Networks, dict[str, Any]]:
+    """demucs-mlx's `<name>.safetensors` + `<name>_config.json` → demucs's kwargs and state dicts."""
+    kwargs_list, arrays, weights, count = demucs_mlx.networks(src)
+    prefixes = [f"model_{i}." for i in range(count)] if count > 1 or weights is not None else [""]
+    stray = [k for k in arrays if not any(k.startswith(p) for p in prefixes)]
+    if stray:
+        raise WeightsError(f"{src}: demucs-mlx weights hold arrays outside its networks: {stray[:5]}")
+    out: Networks = []
+    for i, (kwargs, prefix) in enumerate(zip(kwargs_list, prefixes, strict=True)):
+        mine = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
+        try:
+            model = HTDemucs(HTDemucsConfig.from_dict(kwargs))
+        except (ValueError, TypeError) as exc:
+            raise WeightsError(f"demucs-mlx network {i}: {exc}") from None
+        state = demucs_mlx.to_demucs_state(mine, layouts(model), module_kinds(model))
+        out.append((dict(kwargs), state))
+    return out, {"models": [f"model_{i}" for i in range(count)], "weights": weights, "segment": None}
+
+
 def read_checkpoints(
     src: Path, fmt: str
 ) -> tuple[list[tuple[dict[str, Any], dict[str, np.ndarray]]], dict[str, Any]]:
-    """Every network of a "demucs" or "demucs-safetensors" directory, in the bag's order, and the bag."""
+    """Every network of a "demucs", "demucs-safetensors" or "demucs-mlx" directory, in the bag's order, and
+    the bag."""
+    if fmt == "demucs-mlx":
+        return read_demucs_mlx(src)
     suffix, reader = {
         "demucs": (".th", read_th),
         "demucs-safetensors": (".safetensors", read_demucs_safetensors),

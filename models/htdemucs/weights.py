@@ -51,6 +51,16 @@ def layouts(model: nn.Module) -> dict[str, Layout]:
     return out
 
 
+def module_kinds(model: nn.Module) -> dict[str, str]:
+    """For each parameter name of `model`, the class name of the module holding it."""
+    return {
+        f"{path}.{name}" if path else name: type(module).__name__
+        for path, module in model.named_modules()
+        for name, value in module.items()
+        if isinstance(value, mx.array)
+    }
+
+
 def to_mlx(
     model: nn.Module, state: Mapping[str, np.ndarray], what: str = "checkpoint"
 ) -> dict[str, mx.array]:

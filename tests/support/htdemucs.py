@@ -121,3 +121,44 @@ def write_hf_safetensors(model: Any, path: Path) -> Path:
     }
     save_file(state, str(path), metadata=metadata)
     return path
+
+
+def write_demucs_mlx(models: list[Any], directory: Path, name: str) -> None:
+    """demucs-mlx 1.6.1's cache of `models` (one, or a bag with htdemucs_ft's one-hot weights) as its own
+    `convert_htdemucs_weights` writes it: its converter and its `_save_safe_cache` (which validates the config
+    as its loader does; the official source records are what that check wants to see)."""
+    from demucs_mlx.mlx_convert import (
+        BagOfModelsMLX,
+        _adapt_mlx_constructor,
+        _mlx_target_class,
+        _save_safe_cache,
+        convert_single_model,
+    )
+    from demucs_mlx.secure_demucs import expected_official_sources
+    from mlx.utils import tree_flatten
+
+    converted = [convert_single_model(m) for m in models]
+    bag = len(models) > 1
+    weights = np.eye(len(models)).tolist() if bag else None
+    final = BagOfModelsMLX(converted, weights) if bag else converted[0]
+    constructors = [_adapt_mlx_constructor(m, _mlx_target_class(m)) for m in models]
+    config = {
+        "format_version": 1,
+        "model_name": name,
+        "model_class": "BagOfModelsMLX" if bag else "HTDemucsMLX",
+        "sub_model_class": "HTDemucsMLX" if bag else None,
+        "args": constructors[0][0],
+        "kwargs": constructors[0][1],
+        "per_model_args": [c[0] for c in constructors],
+        "per_model_kwargs": [c[1] for c in constructors],
+        "per_model_classes": ["HTDemucsMLX"] * len(models),
+        "num_models": len(models),
+        "weights": weights,
+        "source_artifacts": [
+            {"signature": s.signature, "checksum": s.checksum} for s in expected_official_sources(name)
+        ],
+        "conversion_date": "2026-12-03T00:00:00+00:00",
+        "verification_passed": False,
+        "safetensors_sha256": "",
+    }
+    _save_safe_cache(name, str(directory), dict(tree_flatten(final.state_dict())), config)

@@ -24,6 +24,7 @@ from tests.support.htdemucs import (
     TINY_MERGED,
     reference_model,
     snr_db,
+    write_demucs_mlx,
     write_hf_safetensors,
     write_th,
 )
@@ -178,5 +179,27 @@ def test_a_corrupt_or_incomplete_source_is_refused(tmp_path: Path) -> None:
     (src / "bag.yaml").write_text("models: ['aaaa0000', 'bbbb1111']\n")
     with pytest.raises(WeightsError, match="expected one bbbb1111"):
         FAMILY.convert(src, "demucs", tmp_path / "dst")
-    with pytest.raises(WeightsError, match="converts demucs, demucs-safetensors, not 'onnx'"):
+    with pytest.raises(WeightsError, match="converts demucs, demucs-safetensors, demucs-mlx, not 'onnx'"):
         FAMILY.convert(src, "onnx", tmp_path / "dst")
+
+
+@pytest.mark.parametrize(("name", "count"), [("htdemucs", 1), ("htdemucs_ft", 4)])
+def test_demucs_mlx_layout(tmp_path: Path, name: str, count: int) -> None:
+    """demucs-mlx 1.6.1's files, written by its own converter, and read back by its own loader first."""
+    from demucs_mlx.mlx_convert import load_mlx_model_from_safetensors
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    references = [reference_model(TINY_MERGED, seed=20 + i) for i in range(count)]
+    write_demucs_mlx(references, src, name)
+    assert sorted(p.name for p in src.iterdir()) == [f"{name}.safetensors", f"{name}_config.json"]
+    theirs = load_mlx_model_from_safetensors(name, str(src))  # (its forward needs Metal: not run here)
+    assert len(getattr(theirs, "models", [theirs])) == count
+    FAMILY.convert(src, "demucs-mlx", dst)
+    networks, weights = load_networks(dst)
+    assert len(networks) == count and weights == (np.eye(4).tolist() if count > 1 else None)
+    mix = _mix(TINY_MERGED, seed=3)
+    for network, reference in zip(networks, references, strict=True):
+        assert snr_db(_demucs_output(reference, mix), np.array(network(mx.array(mix)))) >= 90
+    (src / f"{name}.safetensors").write_bytes(b"0" + (src / f"{name}.safetensors").read_bytes()[1:])
+    with pytest.raises(WeightsError, match="SHA-256"):
+        FAMILY.convert(src, "demucs-mlx", tmp_path / "again")

@@ -23,7 +23,7 @@ def test_built_in_models_are_declared_not_fetched() -> None:
         assert spec.format == "demucs-safetensors" and isinstance(spec.source, HubRepo)
         assert spec.default_for == ()  # /ready would otherwise need the Hub
     assert [s.id for s in MODELS] == ["htdemucs", "htdemucs_6s", "htdemucs_ft"]
-    assert formats_of("htdemucs") == ("native", "demucs", "demucs-safetensors")
+    assert formats_of("htdemucs") == ("native", "demucs", "demucs-safetensors", "demucs-mlx")
 
 
 def test_published_configs() -> None:
