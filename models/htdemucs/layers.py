@@ -14,6 +14,7 @@ from typing import Any
 import mlx.core as mx
 import mlx.nn as nn
 
+from models.htdemucs.config import HTDemucsConfig
 from models.layers.conv import ConvTranspose1d, DilatedConv1d
 from models.layers.norm import GroupNorm
 
@@ -108,7 +109,7 @@ def _rows(y: mx.array, fn: Any) -> mx.array:
 
 class HEncLayer(nn.Module):
     def __init__(
-        self, chin: int, chout: int, layer: dict[str, Any], cfg: Any, *, freq: bool, empty: bool
+        self, chin: int, chout: int, layer: dict[str, Any], cfg: HTDemucsConfig, *, freq: bool, empty: bool
     ) -> None:
         """One encoder layer of either branch. `layer` is `HTDemucsConfig.layers()[index]`; the time branch
         always uses the config's kernel_size and stride with padding."""
@@ -150,7 +151,15 @@ class HEncLayer(nn.Module):
 
 class HDecLayer(nn.Module):
     def __init__(
-        self, chin: int, chout: int, layer: dict[str, Any], cfg: Any, *, freq: bool, empty: bool, last: bool
+        self,
+        chin: int,
+        chout: int,
+        layer: dict[str, Any],
+        cfg: HTDemucsConfig,
+        *,
+        freq: bool,
+        empty: bool,
+        last: bool,
     ) -> None:
         super().__init__()
         self.freq, self.empty, self.last = freq, empty, last

@@ -39,26 +39,28 @@ WEIGHT_LAYOUTS: Mapping[type, tuple[str, Layout]] = {
 }
 
 
+def _owners(model: nn.Module) -> dict[str, nn.Module]:
+    """Each parameter name of `model` → the module that holds it."""
+    return {
+        f"{path}.{name}" if path else name: module
+        for path, module in model.named_modules()
+        for name, value in module.items()
+        if isinstance(value, mx.array)
+    }
+
+
 def layouts(model: nn.Module) -> dict[str, Layout]:
     """For each parameter name of `model`, the function taking demucs's tensor to ours."""
     out: dict[str, Layout] = {}
-    for path, module in model.named_modules():
-        own = {k for k, v in module.items() if isinstance(v, mx.array)}
-        for name in own:
-            key = f"{path}.{name}" if path else name
-            entry = WEIGHT_LAYOUTS.get(type(module)) if name == "weight" else None
-            out[key] = entry[1] if entry else _same
+    for key, module in _owners(model).items():
+        entry = WEIGHT_LAYOUTS.get(type(module)) if key.endswith(".weight") else None
+        out[key] = entry[1] if entry else _same
     return out
 
 
 def module_kinds(model: nn.Module) -> dict[str, str]:
     """For each parameter name of `model`, the class name of the module holding it."""
-    return {
-        f"{path}.{name}" if path else name: type(module).__name__
-        for path, module in model.named_modules()
-        for name, value in module.items()
-        if isinstance(value, mx.array)
-    }
+    return {key: type(module).__name__ for key, module in _owners(model).items()}
 
 
 def to_mlx(
