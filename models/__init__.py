@@ -12,6 +12,8 @@ preload (`dsp.blas.ensure_fast_blas`) is the caller's to make before mlx is firs
 
 import os
 
-CONV_PLAN_CACHE = 65536  # plans (each a cuDNN execution plan: kilobytes; 4096 still thrashed on 24 Piper sentences)
+CONV_PLAN_CACHE = (
+    65536  # plans (each a cuDNN execution plan: kilobytes; 4096 still thrashed on 24 Piper sentences)
+)
 
 os.environ.setdefault("MLX_CUDA_CONV_CACHE_SIZE", str(CONV_PLAN_CACHE))

@@ -29,6 +29,7 @@ FAMILIES: dict[str, str] = {
     "piper": "models.piper",
     "kokoro": "models.kokoro",
     "spleeter": "models.spleeter",
+    "htdemucs": "models.htdemucs",
 }
 
 NATIVE = "native"

@@ -14,19 +14,25 @@ type code (no object, string, void or structured dtypes), `numpy.core.multiarray
 and `_codecs.encode` / `bytes()` only turn a latin-1 text (or nothing) back into the bytes protocol 2 wrote; after loading, every
 builder in the result is replaced by its array.
 
+A caller may admit more, by name, for one read: class references (`class_refs`, e.g. demucs's
+`demucs.htdemucs.HTDemucs`, which its checkpoints store under `klass`) come back as `ClassRef`, a name that is
+never imported or called; `fractions=True` admits `fractions.Fraction`, built by `_fraction` from integers or
+a string only.
+
 Families read their checkpoints through `load_torch_file` (Kokoro's `.pth` and voice packs; the separation
 families' checkpoints) and then check what they got by name and shape.
 """
 
 from __future__ import annotations
 
+import fractions as _fractions
 import io
 import math
 import pickle
 import re
 import zipfile
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -244,17 +250,56 @@ _GLOBALS: Mapping[tuple[str, str], _StandIn] = {
 }
 
 
+class ClassRef:
+    """A class a checkpoint names, admitted as its name only (never imported, never called)."""
+
+    __slots__ = ("module", "name")
+    module: str
+    name: str
+
+    def __init__(self, module: str, name: str) -> None:
+        object.__setattr__(self, "module", module)
+        object.__setattr__(self, "name", name)
+
+    def __setattr__(self, key: str, value: Any) -> None:  # a pickle's BUILD must not rename a class
+        raise WeightsError("a checkpoint tried to modify a class reference")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ClassRef) and (self.module, self.name) == (other.module, other.name)
+
+    def __hash__(self) -> int:
+        return hash((self.module, self.name))
+
+    def __str__(self) -> str:
+        return f"{self.module}.{self.name}"
+
+
+def _fraction(*args: Any) -> _fractions.Fraction:
+    """`fractions.Fraction(...)` as a pickle calls it (numerator and denominator, or one string)."""
+    if not 1 <= len(args) <= 2 or not all(isinstance(a, int | str) and not isinstance(a, bool) for a in args):
+        raise WeightsError(f"a checkpoint built a Fraction from {args!r:.80}")
+    return _fractions.Fraction(*args)
+
+
 class _TensorUnpickler(pickle.Unpickler):
     """A pickle of tensors and plain containers; storages come from `archive/data/<key>` of the zip."""
 
-    def __init__(self, data: bytes, archive: zipfile.ZipFile, prefix: str, source: str) -> None:
+    def __init__(
+        self,
+        data: bytes,
+        archive: zipfile.ZipFile,
+        prefix: str,
+        source: str,
+        extra: Mapping[tuple[str, str], Any] | None = None,
+    ) -> None:
         super().__init__(io.BytesIO(data))
         self.archive, self.prefix, self.source = archive, prefix, source
+        self.extra = extra or {}
         self.storages: dict[str, np.ndarray] = {}
         self.big_endian = _read_byteorder(archive, prefix) == "big"
 
     def find_class(self, module: str, name: str) -> Any:
-        found = _GLOBALS.get((module, name))
+        found = _GLOBALS.get((module, name), self.extra.get((module, name)))
         if found is None:
             raise WeightsError(
                 f"{self.source}: refusing to unpickle {module}.{name} (only tensors and plain containers are "
@@ -301,10 +346,16 @@ def _read_byteorder(archive: zipfile.ZipFile, prefix: str) -> str:
         return "little"  # files written before torch 2.1 have no byteorder record: little-endian
 
 
-def load_torch_file(path: Path) -> Any:
+def load_torch_file(
+    path: Path, *, class_refs: Collection[tuple[str, str]] = (), fractions: bool = False
+) -> Any:
     """The object a `torch.save` zip holds, tensors as float32 (or integer) numpy arrays, pickled numpy arrays
     as they were saved (native byte order); WeightsError for anything that is not such a zip or asks to
-    unpickle more than tensors, numeric numpy arrays and plain containers."""
+    unpickle more than tensors, numeric numpy arrays and plain containers (and, where the caller admits them,
+    the `class_refs` (module, name) as `ClassRef`s and `fractions.Fraction`)."""
+    extra: dict[tuple[str, str], Any] = {(m, n): ClassRef(m, n) for m, n in class_refs}
+    if fractions:
+        extra["fractions", "Fraction"] = _fraction
     path = Path(path)
     source = path.name
     try:
@@ -316,7 +367,7 @@ def load_torch_file(path: Path) -> Any:
         if len(pickles) != 1:
             raise WeightsError(f"{source} is not a PyTorch zip checkpoint: no single <archive>/data.pkl")
         prefix = pickles[0].split("/")[0]
-        unpickler = _TensorUnpickler(archive.read(pickles[0]), archive, prefix, source)
+        unpickler = _TensorUnpickler(archive.read(pickles[0]), archive, prefix, source, extra)
         try:
             return _arrays_built(unpickler.load(), source)
         except WeightsError:
