@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import platform
 import statistics
 import sys
 import tempfile
@@ -38,6 +37,7 @@ from dsp.blas import ensure_fast_blas  # noqa: E402
 ensure_fast_blas()
 
 import numpy as np  # noqa: E402
+from machine import machine, write_results  # noqa: E402
 
 CHUNK_MS = 40
 
@@ -143,7 +143,6 @@ def _http_wer(base: str, audio: np.ndarray, reference: str, model: str) -> float
 
 
 def measure(sessions: list[int], model: str, full_partials: bool = False) -> dict[str, Any]:
-    import mlx.core as mx
 
     from server import realtime
     from server.app import create_app
@@ -190,12 +189,7 @@ def measure(sessions: list[int], model: str, full_partials: bool = False) -> dic
                 flush=True,
             )
     return {
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor(),
-            "mlx": mx.__version__,
-            "device": str(mx.default_device()),
-        },
+        "machine": machine(),
         "audio": "jfk.wav (11 s) between 1-s silences, 40-ms pieces at real time, server_vad 1.2 s",
         "partials": "whole 30-s windows" if full_partials else "drafts",
         "model": model,
@@ -212,9 +206,7 @@ def main() -> None:
     p.add_argument("--full-partials", action="store_true", help="whole-window re-decodes, not drafts")
     args = p.parse_args()
     result = measure(args.sessions, args.model, args.full_partials)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=1))
+    write_results(args.out, result)
 
 
 if __name__ == "__main__":

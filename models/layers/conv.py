@@ -89,8 +89,10 @@ class ConvTranspose1d(nn.Module):
 
 
 def use_native_convs(model: nn.Module, native: bool = True) -> int:
-    """Make every `DilatedConv1d` of `model` run as `mx.conv1d` (or as taps again); returns how many."""
-    convs = [m for _, m in model.named_modules() if isinstance(m, DilatedConv1d)]
+    """Make every convolution of `model` that has a `native` switch (`DilatedConv1d`,
+    `models.layers.conv2d.ConvTranspose2d`, a family's own) run as MLX's own convolution (or in its CPU
+    form again); returns how many."""
+    convs = [m for _, m in model.named_modules() if isinstance(getattr(m, "native", None), bool)]
     for conv in convs:
         conv.native = native
     return len(convs)

@@ -14,7 +14,9 @@ in m² memory-bound passes, which costs most where there are many pixels; `mx.co
 output channels. Measured on this 2-core CPU for Spleeter's upsamplers (matmul / conv, ms): 512→128 at
 16×32: 37 / 48; 256→64 at 32×64: 67 / 69; 128→32 at 64×128: 129 / 97; 64→16 at 128×256: 189 / 120;
 32→1 at 256×512: 27 / 166. Hence `CONV_PHASE_CHANNELS`: the conv where s²·c_out lies in that range.
-Pure MLX: every backend runs the same arithmetic. A kernel's layout is made once per weight array (a cache
+Pure MLX: every backend runs the same arithmetic. On a GPU, where launches cost more than arithmetic,
+`native = True` (`models.layers.conv.use_native_convs`) makes it one `mx.conv_transpose2d` (cuDNN) instead.
+A kernel's layout is made once per weight array (a cache
 beside the parameters, renewed when they are replaced).
 """
 
@@ -49,6 +51,7 @@ class ConvTranspose2d(nn.Module):
         self.weight = mx.zeros((out_channels, kernel_size, kernel_size, in_channels))
         self.bias = mx.zeros((out_channels,))
         self.phases_by = "conv" if stride * stride * out_channels in CONV_PHASE_CHANNELS else "matmul"
+        self.native = False  # one mx.conv_transpose2d (a GPU's choice), not the phases
         self._prepared: _Prepared | None = None
 
     def kernel(self) -> mx.array:
@@ -72,6 +75,8 @@ class ConvTranspose2d(nn.Module):
 
     def __call__(self, x: mx.array) -> mx.array:
         """x: (B, H, W, c_in) → (B, (H − 1)·s + k, (W − 1)·s + k, c_out)."""
+        if self.native:
+            return mx.conv_transpose2d(x, self.weight, stride=self.stride) + self.bias
         b, h, w, c_in = x.shape
         c_out, k = self.weight.shape[0], self.weight.shape[1]
         s = self.stride

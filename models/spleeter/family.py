@@ -9,6 +9,7 @@ from typing import Any
 import mlx.core as mx
 
 from models.errors import WeightsError
+from models.layers.conv import use_native_convs
 from models.spleeter.config import SpleeterConfig
 from models.spleeter.convert import convert_checkpoints
 from models.spleeter.model import Spleeter
@@ -28,10 +29,13 @@ class SpleeterFamily:
         from models.separation import SegmentedSeparator  # the shared long-input strategy
 
         network = load_network(Path(model_dir))
+        gpu = mx.default_device() == mx.gpu
+        use_native_convs(network, gpu)  # cuDNN's convolutions on a GPU; the CPU forms (phases, im2col) else
         c = network.config
         details = {
             "backend": "mlx",
-            "backend_reason": f"the MLX model on {mx.default_device()} (transposed convolutions by phases)",
+            "backend_reason": f"the MLX model on {mx.default_device()} "
+            + ("(MLX's own convolutions)" if gpu else "(transposed convolutions by phases)"),
             "device": str(mx.default_device()),
             "sources": ", ".join(c.sources),
             "sample_rate": str(c.sample_rate),

@@ -9,13 +9,17 @@ import pytest
 from models.layers.conv2d import ConvTranspose2d
 
 
-@pytest.mark.parametrize("phases_by", ["matmul", "conv"])
+@pytest.mark.parametrize("phases_by", ["matmul", "conv", "native"])
 @pytest.mark.parametrize(("k", "stride"), [(5, 2), (4, 2), (3, 3), (8, 4), (2, 1)])
 def test_conv_transpose2d_matches_torch(k: int, stride: int, phases_by: str) -> None:
+    """Both phase forms (the CPU's) and `native` (one mx.conv_transpose2d: a GPU's) against torch."""
     torch = pytest.importorskip("torch")
     ref = torch.nn.ConvTranspose2d(6, 4, k, stride=stride)
     ours = ConvTranspose2d(6, 4, k, stride)
-    ours.phases_by = phases_by
+    if phases_by == "native":
+        ours.native = True
+    else:
+        ours.phases_by = phases_by
     ours.weight = mx.array(ref.weight.detach().numpy().transpose(1, 2, 3, 0))
     ours.bias = mx.array(ref.bias.detach().numpy())
     x = np.random.default_rng(k).standard_normal((2, 6, 5, 7)).astype(np.float32)  # non-square, batch 2

@@ -82,3 +82,16 @@ def test_config_round_trips_and_drops_unknown_keys() -> None:
     config = STEMS[5]
     data = {**config.to_dict(), "future_field": 1}
     assert SpleeterConfig.from_dict(data) == config
+
+
+def test_the_gpu_convolutions_give_the_cpu_forms_results() -> None:
+    """`use_native_convs` (what a GPU load sets: cuDNN's transposed and dilated convolutions) against the
+    CPU forms (phases, im2col), here on the CPU."""
+    from models.layers.conv import use_native_convs
+
+    model = tiny()
+    mix = _audio(2, model, seed=3)
+    cpu_forms = np.array(model(mix))
+    assert use_native_convs(model, True) == 2 * 7  # per U-Net (one per stem): six upsamplers, the final conv
+    native = np.array(model(mix))
+    np.testing.assert_allclose(native, cpu_forms, atol=1e-5, rtol=1e-5)
